@@ -1,0 +1,138 @@
+"""The backend protocol.
+
+A backend is one way of computing ``y = dequant(xq, x_scale) @ dequant(wq, w_scale).T``.
+It answers two questions, both returning ``(ok, reason)`` and never raising:
+
+* ``available(toolchain)``: can it run on this machine at all (hardware, toolchain, imports)?
+* ``supports(problem, toolchain)``: can it run this particular problem (shape, dtype, device)?
+
+A reason is given only on failure, in words a user can act on. Correctness on a given toolchain
+is *not* the backend's call: the known-issues ledger and the probe evidence decide that
+(see ``rocm_fp8.evidence``), so a backend only reports what it can physically do.
+
+Once a backend is chosen for a layer, ``prepare_weight`` runs once (weight shuffles, scale
+layouts) and ``run`` is the hot path: 2-D FP8 activations, fp32 activation scales
+``[M, K/128]`` (any strides), the prepared weight, and the output dtype.
+
+Third-party backends subclass :class:`Backend` (or implement the same attributes) and call
+``rocm_fp8.register_backend``; the dispatcher and the probe then treat them like ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from rocm_fp8.toolchain import Toolchain
+
+OK: tuple[bool, str] = (True, "")
+
+
+def refuse(reason: str) -> tuple[bool, str]:
+    return (False, reason)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One FP8 block-scale GEMM: ``[M, K] x [N, K]^T -> [M, N]``.
+
+    ``fp8_dtype`` is the weight's FP8 flavour name ("e4m3fn" or "e4m3fnuz"), ``device_type`` the
+    torch device type the tensors live on ("cuda" for both CUDA and ROCm builds of torch, or "cpu").
+    """
+
+    m: int
+    n: int
+    k: int
+    fp8_dtype: str = "e4m3fn"
+    out_dtype: str = "bfloat16"
+    block_n: int = 128
+    block_k: int = 128
+    device_type: str = "cuda"
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.k
+
+    def with_m(self, m: int) -> "Problem":
+        return Problem(m, self.n, self.k, self.fp8_dtype, self.out_dtype, self.block_n, self.block_k,
+                       self.device_type)
+
+
+@dataclass
+class PreparedWeight:
+    """A weight in the layout one backend wants, made once per layer.
+
+    ``weight``/``weight_scale`` are what the backend's ``run`` receives; ``extra`` holds anything
+    else the backend precomputed (a descriptor, a transposed scale).
+    """
+
+    backend: str
+    weight: "torch.Tensor"
+    weight_scale: "torch.Tensor"
+    n: int
+    k: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    """Base class for backends; subclasses override what differs.
+
+    ``priority`` places a third-party backend in the default ranking when the platform's table in
+    :mod:`rocm_fp8.policy` does not name it (higher runs first; the built-ins sit between 10 and 90).
+    """
+
+    name: str = "unnamed"
+    description: str = ""
+    priority: int = 50
+    #: whether ``run`` accepts activations quantized by :func:`rocm_fp8.quantize_activation`
+    #: (every built-in does; a backend may instead override ``quantize_input``).
+    needs_prepared_weight: bool = False
+
+    # -- "can it run here at all" ---------------------------------------------------------------
+    def available(self, toolchain: "Toolchain") -> tuple[bool, str]:
+        return OK
+
+    # -- "can it run this problem" --------------------------------------------------------------
+    def supports(self, problem: Problem, toolchain: "Toolchain") -> tuple[bool, str]:
+        return OK
+
+    # -- whether it holds a tuned configuration for this problem (lifts it in the ranking) -----
+    def tuned_for(self, problem: Problem, toolchain: "Toolchain") -> bool:
+        return False
+
+    # -- measured speed for this problem in TFLOPS, from shipped tables, if any -------------------
+    def measured_tflops(self, problem: Problem, toolchain: "Toolchain") -> Optional[float]:
+        return None
+
+    # -- once per layer ---------------------------------------------------------------------------
+    def prepare_weight(self, weight: "torch.Tensor", weight_scale: "torch.Tensor") -> PreparedWeight:
+        return PreparedWeight(self.name, weight, weight_scale, weight.shape[0], weight.shape[1])
+
+    def quantize_input(self, x: "torch.Tensor", fp8_dtype: "torch.dtype"):
+        from rocm_fp8.quant import quantize_activation
+
+        return quantize_activation(x, 128, dtype=fp8_dtype)
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def run(self, x_q: "torch.Tensor", x_scale: "torch.Tensor", prepared: PreparedWeight,
+            out_dtype: "torch.dtype") -> "torch.Tensor":
+        raise NotImplementedError(f"backend {self.name!r} does not implement run()")
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name}>"
+
+
+def safe_call(fn, *args) -> tuple[bool, str]:
+    """Run a backend's ``available``/``supports`` so that a bug in a third-party backend becomes a
+    reason instead of an exception in the dispatcher."""
+    try:
+        result = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - deliberately broad: the protocol says "never raise"
+        return (False, f"raised {type(exc).__name__}: {exc}")
+    if (not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], bool)):
+        return (False, f"returned {result!r} instead of (ok, reason)")
+    ok, reason = result
+    return (True, "") if ok else (False, str(reason) or "refused without a reason")
