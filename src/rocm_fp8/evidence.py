@@ -1,0 +1,66 @@
+"""Evidence about correctness: the hook through which the ledger and the probe reach the policy.
+
+An evidence source answers, for a backend on a toolchain and a problem, whether the backend is
+known (ledger) or measured (probe) to be safe at that M. It returns ``None`` when it has no
+opinion. The policy asks the sources in order and the first opinion wins, so probe evidence
+measured on this very image goes before the ledger's prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rocm_fp8.backends.base import Problem
+    from rocm_fp8.toolchain import Toolchain
+
+
+@dataclass(frozen=True)
+class Verdict:
+    safe: bool
+    #: what decided, citable: "ledger:bpreshuffle-rocm70-miscompile", "probe:<report file>"
+    source: str
+    #: in words, for ``explain``; for an unsafe verdict, what is wrong and what would lift it
+    reason: str
+    #: the largest M known or measured to be safe, when the verdict depends on M
+    max_safe_m: Optional[int] = None
+
+
+class EvidenceSource(Protocol):
+    name: str
+
+    def verdict(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Verdict]:
+        ...
+
+
+def consult(sources: Sequence[EvidenceSource], backend: str, problem: "Problem",
+            toolchain: "Toolchain") -> Optional[Verdict]:
+    """The first opinion among ``sources``; a source that raises is skipped (its error is a bug
+    in that source, and a broken file of evidence must not take the dispatcher down)."""
+    for source in sources:
+        try:
+            v = source.verdict(backend, problem, toolchain)
+        except Exception:  # noqa: BLE001
+            continue
+        if v is not None:
+            return v
+    return None
+
+
+def default_sources(toolchain: "Toolchain") -> list[EvidenceSource]:
+    """Probe reports for this toolchain first, then the known-issues ledger (its prior)."""
+    sources: list[EvidenceSource] = []
+    try:
+        from rocm_fp8 import probe_report
+
+        sources.extend(probe_report.sources_for(toolchain))
+    except ImportError:
+        pass
+    try:
+        from rocm_fp8 import ledger
+
+        sources.append(ledger.default_ledger())
+    except ImportError:
+        pass
+    return sources
