@@ -75,6 +75,8 @@ class PreparedWeight:
     n: int
     k: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (block_n, block_k) of ``weight_scale``; set by the dispatcher
+    block: tuple[int, int] = (128, 128)
 
 
 class Backend:
@@ -111,10 +113,11 @@ class Backend:
     def prepare_weight(self, weight: "torch.Tensor", weight_scale: "torch.Tensor") -> PreparedWeight:
         return PreparedWeight(self.name, weight, weight_scale, weight.shape[0], weight.shape[1])
 
-    def quantize_input(self, x: "torch.Tensor", fp8_dtype: "torch.dtype"):
+    def quantize_input(self, x: "torch.Tensor", fp8_dtype: "torch.dtype", group_size: int = 128):
+        """2-D float activations -> (x_q [M, K] fp8, x_scale [M, K/group] fp32)."""
         from rocm_fp8.quant import quantize_activation
 
-        return quantize_activation(x, 128, dtype=fp8_dtype)
+        return quantize_activation(x, group_size, dtype=fp8_dtype)
 
     # -- hot path ---------------------------------------------------------------------------------
     def run(self, x_q: "torch.Tensor", x_scale: "torch.Tensor", prepared: PreparedWeight,

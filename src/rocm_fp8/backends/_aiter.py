@@ -1,0 +1,121 @@
+"""What the three aiter adapters share: the lazy import, the common checks and the tuned list.
+
+``import aiter`` runs ``hipconfig`` and needs a ROCm install, so it happens only when an aiter
+backend actually prepares a weight or runs. Whether aiter is installed is known from the toolchain
+(detected from package metadata, without importing it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+from rocm_fp8.backends.base import OK, Problem, refuse
+from rocm_fp8.errors import BackendUnavailableError
+
+#: (N, K) with a per-shape Triton config in aiter for gfx950, as sglang's dispatch lists them
+#: (sglang PR #27111). Used when the installed aiter cannot be inspected (hypothetical toolchains).
+SGLANG_TUNED_GFX950: frozenset[tuple[int, int]] = frozenset({
+    (1024, 8192), (16384, 1536), (2112, 7168), (3072, 1536), (32768, 8192), (4096, 7168),
+    (4608, 7168), (512, 7168), (7168, 2048), (7168, 2304), (7168, 16384), (7168, 256),
+    (8192, 1024), (8192, 32768),
+})
+
+#: aiter names its per-device Triton config files either by product or by arch
+_CONFIG_PREFIXES = {"gfx942": ("MI300X", "gfx942"), "gfx950": ("MI350X", "gfx950")}
+_CONFIG_RE = re.compile(r"^(?P<dev>[A-Za-z0-9]+)-GEMM-A8W8_BLOCKSCALE-N=(?P<n>\d+)-K=(?P<k>\d+)\.json$")
+
+_import_lock = threading.Lock()
+_aiter_module = None
+
+
+def aiter_package_dir() -> Optional[Path]:
+    try:
+        spec = importlib.util.find_spec("aiter")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@lru_cache(maxsize=None)
+def installed_tuned_shapes(arch: str) -> Optional[frozenset[tuple[int, int]]]:
+    """(N, K) with a per-shape Triton config in the installed aiter, or None if it can't be read."""
+    pkg = aiter_package_dir()
+    if pkg is None:
+        return None
+    cfg_dir = pkg / "ops" / "triton" / "configs" / "gemm"
+    if not cfg_dir.is_dir():
+        return None
+    prefixes = _CONFIG_PREFIXES.get(arch, ())
+    shapes = set()
+    for f in cfg_dir.iterdir():
+        m = _CONFIG_RE.match(f.name)
+        if m and m.group("dev") in prefixes:
+            shapes.add((int(m.group("n")), int(m.group("k"))))
+    return frozenset(shapes)
+
+
+def tuned_shapes(toolchain) -> frozenset[tuple[int, int]]:
+    if toolchain.source != "hypothetical":
+        found = installed_tuned_shapes(toolchain.arch)
+        if found is not None:
+            return found
+    return SGLANG_TUNED_GFX950 if toolchain.arch == "gfx950" else frozenset()
+
+
+def check_here(name: str, toolchain) -> tuple[bool, str]:
+    if toolchain.vendor != "amd":
+        where = "no GPU" if toolchain.vendor == "cpu" else f"a {toolchain.arch} GPU"
+        return refuse(f"{name}: needs an AMD Instinct GPU (gfx942/gfx950); this machine has {where}")
+    if toolchain.arch not in ("gfx942", "gfx950"):
+        return refuse(f"{name}: aiter's FP8 block-scale kernels target gfx942 and gfx950, not {toolchain.arch}")
+    if not toolchain.aiter_installed:
+        why = toolchain.aiter_reason or "aiter is not installed"
+        return refuse(f"{name}: {why} (pip install amd-aiter, with ROCm present)")
+    return OK
+
+
+def check_problem(name: str, problem: Problem, toolchain, out_dtypes=("bfloat16", "float16")) -> tuple[bool, str]:
+    if problem.device_type != "cuda":
+        return refuse(f"{name}: tensors are on {problem.device_type}, the kernel needs them on the GPU")
+    if (problem.block_n, problem.block_k) != (128, 128):
+        return refuse(f"{name}: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
+    if problem.k % 128:
+        return refuse(f"{name}: K must be a multiple of 128, got {problem.k}")
+    want = toolchain.fp8_flavour
+    if problem.fp8_dtype != want:
+        return refuse(f"{name}: {toolchain.arch} computes in float8_{want}, the weight is float8_{problem.fp8_dtype}"
+                      + (" (convert with rocm_fp8.e4m3fn_to_e4m3fnuz)" if want == "e4m3fnuz" else ""))
+    if problem.out_dtype not in out_dtypes:
+        return refuse(f"{name}: output dtype must be one of {', '.join(out_dtypes)}, got {problem.out_dtype}")
+    return OK
+
+
+def import_aiter():
+    """Import aiter once; its failure becomes an error that says what is missing."""
+    global _aiter_module
+    if _aiter_module is not None:
+        return _aiter_module
+    with _import_lock:
+        if _aiter_module is None:
+            try:
+                import aiter  # noqa: PLC0415 - lazy on purpose
+            except Exception as exc:  # noqa: BLE001 - aiter raises RuntimeError without ROCm
+                raise BackendUnavailableError(
+                    f"aiter could not be imported ({type(exc).__name__}: {exc}); it needs a ROCm install "
+                    "(hipconfig on PATH or ROCM_PATH set)") from exc
+            _aiter_module = aiter
+    return _aiter_module
+
+
+def hip_quant(x, fp8_dtype):
+    """aiter's per-1x128 HIP quantization: (x_q [M, K], x_scale [M, K/128] row-major)."""
+    aiter = import_aiter()
+    quant = aiter.get_hip_quant(aiter.QuantType.per_1x128)
+    return quant(x.contiguous(), quant_dtype=fp8_dtype)
