@@ -1,0 +1,169 @@
+"""The ``rocm-fp8`` command (also ``python -m rocm_fp8``).
+
+    rocm-fp8 info [--json]                       the toolchain and every backend's availability
+    rocm-fp8 explain --n N --k K --m M [...]     the decision for a problem, here or hypothetically
+    rocm-fp8 probe ...                           measure each kernel's numerics on this machine
+    rocm-fp8 configure ...                       write the configuration file (image build time)
+    rocm-fp8 doctor                              self-check of a container / host
+    rocm-fp8 tune ...                            tune the Triton kernel's config table on this GPU
+
+``probe``, ``configure``, ``doctor`` and ``tune`` live in their own modules; their arguments are
+theirs (``rocm-fp8 probe --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Optional, Sequence
+
+#: subcommand -> module with ``main(argv) -> int``
+DELEGATED = {
+    "probe": "rocm_fp8.probe",
+    "configure": "rocm_fp8.configure",
+    "doctor": "rocm_fp8.doctor",
+    "tune": "rocm_fp8.tune",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rocm-fp8", description="FP8 block-scale GEMM dispatch for ROCm (and beyond).")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser("info", help="the detected toolchain and each backend's availability")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ex = sub.add_parser("explain", help="which backend runs a problem, and why",
+                        description="Explain the dispatch decision for an [M, K] x [N, K]^T FP8 block-scale GEMM, "
+                                    "on this machine or on a hypothetical one (--arch/--hip/--rocm).")
+    ex.add_argument("--n", type=_positive_int, required=True, help="output features (weight rows)")
+    ex.add_argument("--k", type=_positive_int, required=True, help="input features, a multiple of 128")
+    ex.add_argument("--m", type=_positive_int, required=True, help="rows of the activation (tokens)")
+    ex.add_argument("--arch", choices=["gfx942", "gfx950", "sm90", "cpu"],
+                    help="describe a hypothetical machine with this GPU instead of detecting this one")
+    ex.add_argument("--hip", metavar="VERSION", help="hypothetical hipcc HIP version, e.g. 7.0.51831")
+    ex.add_argument("--rocm", metavar="VERSION", help="hypothetical ROCm release, e.g. 7.2.1")
+    ex.add_argument("--no-aiter", action="store_true", help="hypothetical machine without aiter")
+    ex.add_argument("--aiter-version", metavar="VERSION", help="hypothetical aiter version")
+    ex.add_argument("--aiter-commit", metavar="SHA", help="hypothetical aiter commit")
+    ex.add_argument("--backend", default="auto", help="explain an explicit request instead of 'auto'")
+    ex.add_argument("--fp8", choices=["e4m3fn", "e4m3fnuz"], help="weight FP8 flavour (default: the arch's)")
+    ex.add_argument("--out-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, module in DELEGATED.items():
+        d = sub.add_parser(name, help=f"see 'rocm-fp8 {name} --help'", add_help=False)
+        d.add_argument("args", nargs=argparse.REMAINDER)
+        d.set_defaults(delegate=module)
+    return p
+
+
+def _toolchain_for(args) -> "Toolchain":
+    from rocm_fp8.toolchain import Toolchain, detect
+
+    hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit))
+    if not hypothetical and not args.no_aiter:
+        return detect()
+    if args.arch is None:
+        raise ValueError("--arch: required when describing a hypothetical machine (--hip/--rocm/--no-aiter/--aiter-*); "
+                         "expected one of gfx942, gfx950, sm90, cpu")
+    return Toolchain.hypothetical(args.arch, hip=args.hip, rocm=args.rocm, aiter=not args.no_aiter,
+                                  aiter_version=args.aiter_version, aiter_commit=args.aiter_commit)
+
+
+def cmd_explain(args) -> int:
+    from rocm_fp8.explain import explain, format_decision
+
+    tc = _toolchain_for(args)
+    d = explain(args.n, args.k, args.m, toolchain=tc, backend=args.backend, fp8_dtype=args.fp8,
+                out_dtype=args.out_dtype)
+    if args.json:
+        out = d.to_dict()
+        # the documented minimal shape first, details after
+        print(json.dumps({"backend": out["backend"], "reason": out["reason"],
+                          "considered": [{"backend": c["backend"], "ok": c["ok"], "reason": c["reason"],
+                                          "evidence": c["evidence"], "rank": c["rank"]} for c in out["considered"]],
+                          "toolchain": out["toolchain"], "evidence": out["evidence"], "problem": out["problem"],
+                          "requested": out["requested"], "notes": out["notes"]}, indent=2))
+    else:
+        print(format_decision(d))
+    return 0 if d.ok else 3
+
+
+def info_dict() -> dict:
+    from rocm_fp8 import __version__
+    from rocm_fp8.backends import all_backends, safe_call
+    from rocm_fp8.toolchain import detect
+
+    tc = detect()
+    rows = []
+    for b in all_backends():
+        ok, why = safe_call(b.available, tc)
+        rows.append({"backend": b.name, "available": ok, "reason": why, "description": getattr(b, "description", "")})
+    return {"rocm_fp8": __version__, "toolchain": tc.to_dict(), "backends": rows, "warnings": list(tc.warnings)}
+
+
+def cmd_info(args) -> int:
+    data = info_dict()
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    tc = data["toolchain"]
+    print(f"rocm_fp8 {data['rocm_fp8']}")
+    print("toolchain" + (f" ({tc['source']})" if tc.get("source") else "") + ":")
+    for key in ("arch", "arch_full", "device_name", "cu_count", "fp8_flavour", "hip_version_str", "rocm_version",
+                "clang_version", "torch_version", "torch_hip", "torch_cuda", "triton_version", "triton_interpret",
+                "aiter_installed", "aiter_version", "aiter_commit", "aiter_reason"):
+        if key in tc and tc[key] not in (None, "", False) or key in ("arch", "aiter_installed"):
+            print(f"  {key:<16} {tc.get(key)}")
+    for w in data["warnings"]:
+        print(f"warning: {w}")
+    print("backends:")
+    for r in data["backends"]:
+        print(f"  {r['backend']:<18} {'yes' if r['available'] else 'no':<4} {r['reason']}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # delegated commands take their own arguments, --help included
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    args = parser.parse_args(argv)
+    if args.version:
+        from rocm_fp8 import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "info":
+            return cmd_info(args)
+        if args.command == "explain":
+            return cmd_explain(args)
+    except ValueError as exc:
+        print(f"rocm-fp8 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
