@@ -74,6 +74,7 @@ class RankInfo:
     score: int
     tuned: bool
     tflops: Optional[float]
+    order_words: str = "default order"
 
     @property
     def key(self) -> tuple:
@@ -88,7 +89,7 @@ class RankInfo:
         if self.tuned:
             bits.append("tuned config for this shape")
         if not bits:
-            bits.append(f"default order score {self.score}")
+            bits.append(self.order_words)
         return ", ".join(bits)
 
 
@@ -98,7 +99,7 @@ def rank(candidates: Sequence[Backend], toolchain: Toolchain, problem: Problem) 
     infos = []
     for b in candidates:
         if platform == "cpu":  # speed tables describe GPUs; on the CPU the table order alone decides
-            infos.append(RankInfo(b.name, base_score(b, platform), False, None))
+            infos.append(RankInfo(b.name, base_score(b, platform), False, None, _order_words(b, platform)))
             continue
         try:
             tuned = bool(b.tuned_for(problem, toolchain))
@@ -109,8 +110,17 @@ def rank(candidates: Sequence[Backend], toolchain: Toolchain, problem: Problem) 
             tflops = float(tflops) if tflops is not None else None
         except Exception:  # noqa: BLE001
             tflops = None
-        infos.append(RankInfo(b.name, base_score(b, platform), tuned, tflops))
+        infos.append(RankInfo(b.name, base_score(b, platform), tuned, tflops, _order_words(b, platform)))
     return sorted(infos, key=lambda r: r.key)
+
+
+def _order_words(b: Backend, platform: str) -> str:
+    order = PLATFORM_ORDER.get(platform, ())
+    if b.name in order:
+        return f"{platform} default order: {' > '.join(order)}"
+    if b.name == "reference":
+        return "the float32 reference, used when nothing faster qualifies"
+    return f"priority {getattr(b, 'priority', 50)}"
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,9 @@ def decide(toolchain: Toolchain, problem: Problem, backends: Iterable[Backend],
     for i, r in enumerate(ranked, start=1):
         v = verdicts.get(r.backend)
         considered[r.backend] = Considered(r.backend, True, "", evidence=v.source if v else None, rank=i)
-    ordered = tuple(considered[n] for n in names if n in considered)
+    # qualifying backends in rank order, then the rest in registry order
+    ordered = tuple(sorted((considered[n] for n in names if n in considered),
+                           key=lambda c: (c.rank is None, c.rank or 0)))
 
     if not ranked:
         if requested != "auto":
