@@ -119,7 +119,9 @@ def _decide_uncached(n, k, b, fp8_dtype, out_dtype, device_type, requested, bloc
     tc = detect()
     s = settings()
     problem = Problem(b, n, k, fp8_dtype, out_dtype, block[0], block[1], device_type)
-    candidates = [be for be in _registry.all_backends() if (be.name, n, k, b) not in _failed]
+    # a backend that failed at run time for this shape is skipped by auto, still tried when asked for
+    candidates = [be for be in _registry.all_backends()
+                  if requested != "auto" or (be.name, n, k, b) not in _failed]
     d = policy.decide(tc, problem, candidates, current_evidence(tc), requested=requested,
                       disabled=s["disabled"], allow_unsafe=s["allow_unsafe"])
     if d.ok and requested == "auto":

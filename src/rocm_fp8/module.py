@@ -25,7 +25,7 @@ class Fp8BlockLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  block_size: Sequence[int] = (128, 128), fp8_dtype: Union[None, str, torch.dtype] = None,
                  out_dtype: Optional[torch.dtype] = None, backend: str = "auto",
-                 device: Union[None, str, torch.device] = None, bias_dtype: torch.dtype = torch.bfloat16):
+                 device: Union[None, str, torch.device] = None, bias_dtype: Optional[torch.dtype] = None):
         super().__init__()
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
@@ -42,7 +42,8 @@ class Fp8BlockLinear(nn.Module):
         self.register_buffer("weight_scale", torch.empty(-(-out_features // bn), in_features // bk,
                                                          dtype=torch.float32, device=device))
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, dtype=bias_dtype, device=device), requires_grad=False)
+            self.bias = nn.Parameter(torch.empty(out_features, dtype=bias_dtype or out_dtype or torch.bfloat16,
+                                                 device=device), requires_grad=False)
         else:
             self.register_parameter("bias", None)
         self._plan: dict[tuple, tuple] = {}
@@ -89,7 +90,7 @@ class Fp8BlockLinear(nn.Module):
         check_args(dummy, weight, weight_scale, None, bias, tuple(block_size), out_dtype)
         layer = cls(k, n, bias is not None, block_size=block_size, fp8_dtype=weight.dtype, out_dtype=out_dtype,
                     backend=backend, device=weight.device,
-                    bias_dtype=bias.dtype if bias is not None else torch.bfloat16)
+                    bias_dtype=bias.dtype if bias is not None else None)
         with torch.no_grad():
             layer.weight.copy_(weight)
             layer.weight_scale.copy_(weight_scale)

@@ -1,0 +1,69 @@
+"""Fp8BlockLinear: construction, the per-layer plan, state dicts, compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from numerics import assert_close
+
+import rocm_fp8
+from rocm_fp8 import Fp8BlockLinear
+
+
+def test_from_linear_matches_the_float_layer(rng):
+    lin = torch.nn.Linear(384, 2112, bias=True)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2112, 384, generator=rng) * 0.05)
+        lin.bias.copy_(torch.randn(2112, generator=rng))
+    layer = Fp8BlockLinear.from_linear(lin, fp8_dtype="e4m3fn")
+    x = torch.randn(2, 7, 384, generator=rng)
+    y = layer(x)
+    assert y.shape == (2, 7, 2112) and y.dtype == torch.float32
+    assert_close(y, lin(x).detach(), rel_tol=0.06, cos_min=0.998)
+
+
+def test_plan_is_per_bucket_and_forward_uses_it(rng):
+    lin = torch.nn.Linear(256, 256, bias=False)
+    layer = Fp8BlockLinear.from_linear(lin, fp8_dtype="e4m3fn")
+    plan = layer.plan([1, 3, 100, 5000])
+    assert plan == {1: "reference", 4: "reference", 128: "reference", 8192: "reference"}
+    before = dict(layer._plan)
+    layer(torch.randn(3, 256, generator=rng))
+    assert layer._plan == before  # a planned bucket: lookup only
+
+
+def test_state_dict_round_trip_and_replan(rng):
+    lin = torch.nn.Linear(256, 128)
+    layer = Fp8BlockLinear.from_linear(lin, fp8_dtype="e4m3fn")
+    layer.plan([8])
+    other = Fp8BlockLinear(256, 128, fp8_dtype="e4m3fn", out_dtype=torch.float32)
+    other.load_state_dict(layer.state_dict())
+    assert other._plan == {}
+    x = torch.randn(8, 256, generator=rng)
+    torch.testing.assert_close(other(x), layer(x))
+
+
+def test_from_checkpoint_converts_to_fnuz_when_asked(rng):
+    wq, ws = rocm_fp8.quantize_weight(torch.randn(256, 256, generator=rng), dtype="e4m3fn")
+    layer = Fp8BlockLinear.from_checkpoint(wq, ws, convert_to="e4m3fnuz", out_dtype=torch.float32)
+    assert layer.weight.dtype == torch.float8_e4m3fnuz
+    torch.testing.assert_close(layer.weight_scale, ws * 2)
+    x = torch.randn(4, 256, generator=rng)
+    ref = Fp8BlockLinear.from_checkpoint(wq, ws, out_dtype=torch.float32)(x)
+    assert_close(layer(x), ref, rel_tol=0.05, cos_min=0.998)
+
+
+def test_layer_compiles_fullgraph(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 256), fp8_dtype="e4m3fn")
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 256, generator=rng)
+    torch.testing.assert_close(compiled(x), layer(x))
+
+
+def test_bad_construction_arguments():
+    with pytest.raises(ValueError, match=r"in_features: expected a multiple of block_size\[1\]=128, got 100"):
+        Fp8BlockLinear(100, 256)
+    with pytest.raises(TypeError, match=r"linear: expected a torch.nn.Linear, got Conv1d"):
+        Fp8BlockLinear.from_linear(torch.nn.Conv1d(1, 1, 1))
+    with pytest.raises(TypeError, match=r"weight: expected an FP8 tensor"):
+        Fp8BlockLinear.from_checkpoint(torch.randn(128, 128), torch.ones(1, 1))
