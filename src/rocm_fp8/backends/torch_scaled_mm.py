@@ -1,0 +1,118 @@
+"""cuBLASLt blockwise FP8 through ``torch._scaled_mm`` (or ``torch.nn.functional.scaled_mm``), SM90.
+
+cuBLASLt wants: A [M, K] row-major, B as a column-major [K, N] view (``w_q.t()``), the activation
+scales [M, K/128] M-contiguous (strides (1, M)) and the weight scales as ``w_scale.t()``
+([K/128, N/128]). It refuses small M (CUBLAS_STATUS_NOT_SUPPORTED at M=1 on an H100 with torch
+2.11+cu130): such M are padded up to ``MIN_M`` rows, and the extra rows are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from rocm_fp8 import kernel_configs
+from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
+from rocm_fp8.toolchain import parse_version
+
+#: M below this is padded (cuBLASLt's blockwise FP8 kernels refuse tiny M); see tests/gpu
+MIN_M = 16
+#: and M is rounded up to a multiple of this (the M-contiguous scale layout wants aligned rows)
+ALIGN_M = 4
+
+
+def _api():
+    """The scaled-mm entry point of this torch: ("private", fn), ("functional", fn) or None."""
+    fn = getattr(torch, "_scaled_mm", None)
+    if fn is not None:
+        return ("private", fn)
+    fn = getattr(torch.nn.functional, "scaled_mm", None)
+    if fn is not None:
+        return ("functional", fn)
+    return None
+
+
+class TorchScaledMMBackend(Backend):
+    name = "torch-scaled-mm"
+    description = "cuBLASLt blockwise FP8 (1x128 x 128x128) via torch._scaled_mm, NVIDIA Hopper"
+    priority = 60
+
+    def __init__(self) -> None:
+        self._api = _api()
+
+    def available(self, toolchain):
+        if toolchain.arch != "sm90":
+            return refuse(f"torch-scaled-mm: cuBLASLt blockwise FP8 is used on NVIDIA Hopper (sm90) only, "
+                          f"this is {toolchain.arch}")
+        if self._api is None:
+            return refuse(f"torch-scaled-mm: torch {torch.__version__} has neither torch._scaled_mm nor "
+                          "torch.nn.functional.scaled_mm")
+        cuda = parse_version(toolchain.torch_cuda)
+        if cuda is None or cuda < (12, 9):
+            return refuse(f"torch-scaled-mm: blockwise scaling needs a torch built with CUDA >= 12.9, "
+                          f"got {toolchain.torch_cuda}")
+        tv = parse_version(toolchain.torch_version)
+        if tv is not None and tv < (2, 9):
+            return refuse(f"torch-scaled-mm: blockwise scales need torch >= 2.9, got {toolchain.torch_version}")
+        return OK
+
+    def supports(self, problem: Problem, toolchain):
+        if problem.device_type != "cuda":
+            return refuse("torch-scaled-mm: needs CUDA tensors")
+        if (problem.block_n, problem.block_k) != (128, 128):
+            return refuse(f"torch-scaled-mm: cuBLASLt supports 128x128 weight blocks only, got "
+                          f"{problem.block_n}x{problem.block_k}")
+        if problem.fp8_dtype != "e4m3fn":
+            return refuse(f"torch-scaled-mm: cuBLASLt takes e4m3fn, got {problem.fp8_dtype}")
+        if problem.out_dtype != "bfloat16":
+            return refuse(f"torch-scaled-mm: cuBLASLt blockwise FP8 writes bfloat16 only, got {problem.out_dtype}")
+        if problem.k % 128 != 0:
+            return refuse(f"torch-scaled-mm: K must be a multiple of 128, got K={problem.k}")
+        if problem.n % 16 != 0:
+            return refuse(f"torch-scaled-mm: N must be a multiple of 16, got N={problem.n}")
+        return OK
+
+    def tuned_for(self, problem: Problem, toolchain) -> bool:
+        return False  # cuBLASLt chooses its own kernels
+
+    def measured_tflops(self, problem: Problem, toolchain) -> Optional[float]:
+        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch)
+        return None if row is None else row.scaled_mm_tflops
+
+    def prepare_weight(self, weight, weight_scale):
+        w = weight if weight.stride(-1) == 1 else weight.contiguous()
+        # cuBLASLt reads B column-major [K, N] and its scales as [K/128, N/128].
+        return PreparedWeight(self.name, w, weight_scale, w.shape[0], w.shape[1],
+                              extra={"b": w.t(), "scale_b": weight_scale.t()})
+
+    def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
+        return scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype,
+                                   self._api)
+
+
+def scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype=torch.bfloat16, api=None):
+    """``x_q [M, K]`` e4m3fn, ``x_scale [M, K/128]`` (any strides), ``b = w_q.t()``,
+    ``scale_b = w_scale.t()`` -> ``[M, N]``. Pads small or unaligned M."""
+    api = api or _api()
+    m, k = x_q.shape
+    mp = max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
+    if mp != m:
+        xp = torch.zeros((mp, k), dtype=x_q.dtype, device=x_q.device)
+        xp[:m] = x_q
+        sp = torch.ones((k // 128, mp), dtype=torch.float32, device=x_q.device)
+        sp[:, :m] = x_scale.t()
+        x_q, scale_a = xp, sp.t()
+    elif x_scale.stride(0) == 1 and x_scale.stride(1) == m:
+        scale_a = x_scale
+    else:
+        scale_a = x_scale.t().contiguous().t()
+    if x_q.stride(-1) != 1:
+        x_q = x_q.contiguous()
+    kind, fn = api
+    if kind == "private":
+        y = fn(x_q, b, scale_a, scale_b, out_dtype=out_dtype)
+    else:
+        st = torch.nn.functional.ScalingType
+        y = fn(x_q, b, scale_a, st.BlockWise1x128, scale_b, st.BlockWise128x128, output_dtype=out_dtype)
+    return y if mp == m else y[:m]

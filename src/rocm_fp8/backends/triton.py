@@ -1,0 +1,113 @@
+"""The portable backend: this repository's Triton FP8 block-scale kernel.
+
+Runs on any GPU Triton targets (the fallback everywhere on AMD; e4m3fnuz on gfx942) and, with
+``TRITON_INTERPRET=1``, on CPU tensors. Launch configurations come from the per-device tables in
+``rocm_fp8/configs`` (see :mod:`rocm_fp8.kernel_configs`); shapes without one use a size-based default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+from rocm_fp8 import kernel_configs
+from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
+from rocm_fp8.toolchain import detect
+
+_OUT_DTYPES = ("bfloat16", "float16")
+
+
+def _bucket(m: int) -> int:
+    return 1 if m <= 1 else 1 << (m - 1).bit_length()
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    description = "rocm_fp8's Triton block-scale FP8 GEMM (any Triton GPU; CPU under TRITON_INTERPRET=1)"
+    priority = 40
+
+    def __init__(self) -> None:
+        # (n, k, m bucket) -> KernelConfig; the hot path reads only this dict.
+        self._configs: dict[tuple[int, int, int], object] = {}
+        self._kernel = None
+
+    # -- can it run here ------------------------------------------------------------------------
+    def available(self, toolchain):
+        if importlib.util.find_spec("triton") is None:
+            return refuse("triton: the 'triton' package is not installed (pip install triton, or use an image "
+                          "whose torch ships it)")
+        if toolchain.arch == "cpu":
+            if not toolchain.triton_interpret:
+                return refuse("triton: no GPU is visible; set TRITON_INTERPRET=1 to run the kernel on the CPU "
+                              "(slow, for tests)")
+            return OK
+        if toolchain.vendor not in ("amd", "nvidia"):
+            return refuse(f"triton: unknown GPU arch {toolchain.arch!r}")
+        return OK
+
+    # -- can it run this problem ------------------------------------------------------------------
+    def supports(self, problem: Problem, toolchain):
+        if (problem.block_n, problem.block_k) != (128, 128):
+            return refuse(f"triton: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
+        if problem.out_dtype not in _OUT_DTYPES:
+            return refuse(f"triton: output must be bfloat16 or float16, got {problem.out_dtype}")
+        if problem.fp8_dtype not in ("e4m3fn", "e4m3fnuz"):
+            return refuse(f"triton: FP8 dtype must be e4m3fn or e4m3fnuz, got {problem.fp8_dtype}")
+        if problem.k % 16 != 0:
+            return refuse(f"triton: K must be a multiple of 16, got K={problem.k}")
+        if problem.device_type == "cpu":
+            if not toolchain.triton_interpret:
+                return refuse("triton: CPU tensors need TRITON_INTERPRET=1")
+            return OK
+        if toolchain.vendor == "nvidia" and problem.fp8_dtype == "e4m3fnuz":
+            return refuse("triton: NVIDIA GPUs have no e4m3fnuz arithmetic; use e4m3fn weights")
+        if toolchain.arch == "gfx942" and problem.fp8_dtype != "e4m3fnuz":
+            return refuse("triton: gfx942 computes in e4m3fnuz; convert the checkpoint with "
+                          "rocm_fp8.e4m3fn_to_e4m3fnuz")
+        return OK
+
+    # -- tables -------------------------------------------------------------------------------------
+    def tuned_for(self, problem: Problem, toolchain) -> bool:
+        table = kernel_configs.table_for(toolchain.device_name, toolchain.arch)
+        return bool(table and table.has_shape(problem.n, problem.k))
+
+    def measured_tflops(self, problem: Problem, toolchain) -> Optional[float]:
+        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch)
+        return None if row is None else row.triton_tflops
+
+    def config_for(self, m: int, n: int, k: int, toolchain=None):
+        """The launch configuration for a problem: the table's row, else the size-based default."""
+        key = (n, k, _bucket(m))
+        cfg = self._configs.get(key)
+        if cfg is None:
+            from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
+
+            tc = toolchain if toolchain is not None else detect()
+            row = kernel_configs.lookup(key[2], n, k, tc.device_name, tc.arch)
+            if row is not None:
+                cfg = KernelConfig.from_dict(row.config).validate()
+            else:
+                table = kernel_configs.table_for(tc.device_name, tc.arch)
+                base = default_config(key[2], n, k)
+                if table is not None and table.default:
+                    base = KernelConfig.from_dict({**base.to_dict(), **table.default}).validate()
+                cfg = base
+            self._configs[key] = cfg
+        return cfg
+
+    # -- once per layer -------------------------------------------------------------------------------
+    def prepare_weight(self, weight, weight_scale):
+        w = weight if weight.stride(-1) == 1 else weight.contiguous()
+        return PreparedWeight(self.name, w, weight_scale, w.shape[0], w.shape[1])
+
+    # -- hot path -----------------------------------------------------------------------------------
+    def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
+        if self._kernel is None:
+            from rocm_fp8.kernels import triton_blockscale
+
+            self._kernel = triton_blockscale
+        if x_q.stride(-1) != 1:
+            x_q = x_q.contiguous()
+        cfg = self.config_for(x_q.shape[0], prepared.n, prepared.k)
+        return self._kernel.blockscale_gemm(x_q, x_scale, prepared.weight, prepared.weight_scale,
+                                            out_dtype, config=cfg)
