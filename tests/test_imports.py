@@ -1,0 +1,35 @@
+"""Importing rocm_fp8 in a serving process pulls in torch and nothing heavy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_pulls_in_neither_triton_nor_aiter_nor_deploy_tooling():
+    code = (
+        "import sys, rocm_fp8\n"
+        "rocm_fp8.explain(256, 256, 4)\n"
+        "bad = [m for m in ('triton', 'aiter', 'docker', 'invoke', 'rocm_fp8_deploy') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported at package import / explain time: {out.stdout.strip()}"
+
+
+def test_import_runs_no_subprocess():
+    code = (
+        "import subprocess\n"
+        "calls = []\n"
+        "orig = subprocess.Popen.__init__\n"
+        "def spy(self, *a, **k):\n"
+        "    calls.append(a[0] if a else k.get('args'))\n"
+        "    return orig(self, *a, **k)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "import rocm_fp8\n"
+        "print(len(calls))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
