@@ -1,0 +1,284 @@
+"""Probe reports: their format, their cache, and the evidence the dispatcher reads from them.
+
+A report is JSON (``format: "rocm-fp8-probe-report"``) holding, per backend and shape (N, K), what
+the probe measured on one toolchain: the M values swept, the largest M verified safe, the first
+failure (symptom ``wrong | nan | nondeterministic | error | crash | hang`` at an M), the worst
+errors and the time. Measured reports live in a cache keyed by the toolchain fingerprint::
+
+    $ROCM_FP8_CACHE/probe/<fingerprint>.json      (default ~/.cache/rocm-fp8/probe/...)
+
+and a baked configuration file may embed one (``rocm-fp8 configure`` without ``--static``).
+``static`` reports (``rocm-fp8 probe --static``) hold ledger verdicts only and are never read as
+evidence: nothing in them was measured.
+
+How a result becomes a verdict for a problem at M (:class:`ProbeEvidence`):
+  * no result for (backend, N, K, fp8 flavour, device type): no opinion;
+  * M <= the largest verified-safe M: safe ("verified by the probe");
+  * a failure was seen and M is above the verified limit: unsafe, citing the failure;
+  * every tested M passed but M is above the largest tested: no opinion (the ledger decides).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from rocm_fp8.evidence import Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rocm_fp8.backends.base import Problem
+    from rocm_fp8.toolchain import Toolchain
+
+REPORT_FORMAT = "rocm-fp8-probe-report"
+REPORT_VERSION = 1
+ENV_CACHE = "ROCM_FP8_CACHE"
+#: extra report files to read as evidence (os.pathsep-separated); only those whose fingerprint
+#: matches the toolchain count
+ENV_REPORTS = "ROCM_FP8_PROBE_REPORT"
+
+SYMPTOM_WORDS = {
+    "wrong": "wrong results",
+    "nan": "NaN/Inf in the output",
+    "nondeterministic": "nondeterministic results",
+    "error": "an exception",
+    "crash": "a crash",
+    "hang": "a hang",
+}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def cache_root() -> Path:
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "rocm-fp8"
+
+
+def cache_path(toolchain: "Toolchain") -> Path:
+    return cache_root() / "probe" / f"{toolchain.fingerprint}.json"
+
+
+def result_key(r: dict[str, Any]) -> tuple:
+    return (r["backend"], int(r["n"]), int(r["k"]), r.get("fp8_dtype", "e4m3fn"), r.get("device_type", "cuda"))
+
+
+def new_report(toolchain: "Toolchain", *, static: bool = False, settings: Optional[dict] = None) -> dict[str, Any]:
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "static": static,
+        "fingerprint": toolchain.fingerprint,
+        "created": now_iso(),
+        "toolchain": toolchain.to_dict(),
+        "settings": settings or {},
+        "backends": {},
+        "results": [],
+    }
+
+
+def check_report(data: Any, where: str = "report") -> dict[str, Any]:
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise ValueError(f"{where}: expected a JSON object with \"format\": \"{REPORT_FORMAT}\"")
+    if data.get("version") != REPORT_VERSION:
+        raise ValueError(f"{where}: expected version {REPORT_VERSION}, got {data.get('version')!r}")
+    if not isinstance(data.get("results"), list):
+        raise ValueError(f"{where}: expected a \"results\" list")
+    return data
+
+
+def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"report {path}: cannot be read ({exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"report {path}: not valid JSON ({exc})") from None
+    return check_report(data, f"report {path}")
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the results of ``old`` it does not re-measure (same fingerprint)."""
+    if old.get("fingerprint") != new.get("fingerprint") or old.get("static") != new.get("static"):
+        return new
+    keys = {result_key(r) for r in new["results"]}
+    kept = [r for r in old["results"] if result_key(r) not in keys]
+    out = dict(new)
+    out["results"] = kept + list(new["results"])
+    backends = dict(old.get("backends", {}))
+    backends.update(new.get("backends", {}))
+    out["backends"] = backends
+    return out
+
+
+def write_report(report: dict[str, Any], path: "Optional[str | os.PathLike[str]]" = None,
+                 toolchain: "Optional[Toolchain]" = None, merge_existing: bool = True) -> Path:
+    """Write atomically; to the cache (by fingerprint) unless ``path`` is given. Results already
+    in the file for other (backend, shape) are kept."""
+    from rocm_fp8.toolchain import atomic_write_json
+
+    if path is None:
+        if report.get("static"):
+            raise ValueError("report: a static report (ledger only) is not written to the probe cache; "
+                             "pass an output path")
+        path = cache_root() / "probe" / f"{report['fingerprint']}.json"
+    path = Path(path)
+    if merge_existing and path.is_file():
+        try:
+            report = merge(load_report(path), report)
+        except ValueError:
+            pass  # an unreadable old file is replaced
+    atomic_write_json(path, report)
+    _clear_dispatch()
+    return path
+
+
+def _clear_dispatch() -> None:
+    try:
+        from rocm_fp8 import dispatch
+
+        dispatch.clear_caches()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# -- evidence -----------------------------------------------------------------------------------
+
+class ProbeEvidence:
+    """The measured results of one report as an evidence source."""
+
+    name = "probe"
+
+    def __init__(self, report: dict[str, Any], origin: str):
+        self.report = check_report(report, origin)
+        self.origin = origin
+        self._by_key = {result_key(r): r for r in report["results"]}
+
+    def verdict(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Verdict]:
+        if self.report.get("static"):
+            return None
+        r = self._by_key.get((backend, problem.n, problem.k, problem.fp8_dtype, problem.device_type))
+        if r is None or r.get("status") in ("skipped", "unavailable"):
+            return None
+        source = f"probe:{self.origin}"
+        limit = r.get("max_safe_m")
+        failure = r.get("failure")
+        when = self.report.get("created", "")[:10]
+        what = f"N={problem.n} K={problem.k}"
+        if limit is not None and problem.m <= limit:
+            tail = ""
+            if failure:
+                tail = (f"; {SYMPTOM_WORDS.get(failure['symptom'], failure['symptom'])} at M={failure['m']}")
+            return Verdict(True, source, f"{backend}: probe on this toolchain ({when}) verified {what} correct "
+                                         f"for every tested M up to {limit}{tail}", limit)
+        if failure:
+            words = SYMPTOM_WORDS.get(failure["symptom"], failure["symptom"])
+            detail = failure.get("detail") or ""
+            safe_part = (f"verified safe only up to M={limit}" if limit is not None
+                         else "not safe at any tested M")
+            at = f"at M={failure['m']}" if failure.get("m") is not None else "while preparing the weight"
+            return Verdict(False, source,
+                           f"{backend}: probe on this toolchain ({when}) measured {words} {at} "
+                           f"for {what}" + (f" ({detail})" if detail else "") + f"; {safe_part}", limit)
+        return None  # passed everything tested, but this M was not tested
+
+
+def _reports_for(toolchain: "Toolchain") -> Iterable[tuple[dict, str]]:
+    fp = toolchain.fingerprint
+    seen: set[str] = set()
+    env = os.environ.get(ENV_REPORTS, "")
+    candidates = [Path(p) for p in env.split(os.pathsep) if p.strip()] + [cache_path(toolchain)]
+    for p in candidates:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key in seen or not p.is_file():
+            continue
+        seen.add(key)
+        try:
+            data = load_report(p)
+        except ValueError:
+            continue
+        if data.get("fingerprint") == fp and not data.get("static"):
+            yield data, str(p)
+    # a report embedded in the baked configuration file
+    if toolchain.source.startswith("config:"):
+        path = toolchain.source.split(":", 1)[1]
+        try:
+            from rocm_fp8.toolchain import load_config
+
+            embedded = load_config(path).get("probe")
+        except ValueError:
+            embedded = None
+        if isinstance(embedded, dict) and embedded.get("fingerprint") == fp and not embedded.get("static"):
+            try:
+                yield check_report(embedded, f"config {path}"), f"{path}#probe"
+            except ValueError:
+                pass
+
+
+def sources_for(toolchain: "Toolchain") -> list[ProbeEvidence]:
+    """Evidence from the probe reports measured on this toolchain (none for hypothetical ones):
+    $ROCM_FP8_PROBE_REPORT files first, then the cache, then the configuration file."""
+    if toolchain.source == "hypothetical":
+        return []
+    return [ProbeEvidence(data, origin) for data, origin in _reports_for(toolchain)]
+
+
+# -- presentation ---------------------------------------------------------------------------------
+
+def _fmt(x: Any, spec: str = ".1e") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table, with what was swept stated up front."""
+    s = report.get("settings", {})
+    tc = report.get("toolchain", {})
+    lines = []
+    if report.get("static"):
+        lines.append("STATIC report: known-issues ledger verdicts only; no kernel was run.")
+    lines.append(f"toolchain {report.get('fingerprint')}  ({tc.get('arch')}, hipcc {tc.get('hip_version_str') or '-'}, "
+                 f"torch {tc.get('torch_version')}, aiter {tc.get('aiter_version') or '-'})  created {report.get('created')}")
+    if s.get("ms"):
+        ms = s["ms"]
+        lines.append(f"swept M: {len(ms)} values from {min(ms)} to {max(ms)}"
+                     + ("" if max(ms) >= 16384 else f"  (NOTE: below the prefill chunk size 16384; "
+                        f"pass --max-m 16384 for the full sweep)")
+                     + f"; device {s.get('device', '?')}; {s.get('repeats', '?')} launches per M; "
+                       f"tolerances rel<={s.get('rtol')}, row rel<={s.get('row_rtol')}, cos>={s.get('min_cosine')}")
+    for name, b in sorted(report.get("backends", {}).items()):
+        if not b.get("available", True):
+            lines.append(f"  {name}: not probed: {b.get('reason')}")
+    head = ("backend", "N", "K", "status", "max safe M", "first failure", "rel err", "row rel", "min cos", "det",
+            "time s")
+    rows = [head]
+    for r in report.get("results", []):
+        if report.get("static"):
+            rows.append((r["backend"], str(r["n"]), str(r["k"]), r.get("status", "?"), _fmt(r.get("max_safe_m")),
+                         r.get("source") or "-", "", "", "", "", ""))
+            continue
+        f = r.get("failure")
+        first = f"{f['symptom']}@M={f['m']}" if f else ("-" if r.get("status") == "safe" else r.get("reason", "")[:40])
+        w = r.get("worst", {})
+        det = r.get("deterministic")
+        rows.append((r["backend"], str(r["n"]), str(r["k"]), r.get("status", "?"), _fmt(r.get("max_safe_m")), first,
+                     _fmt(w.get("rel_err")), _fmt(w.get("row_rel_err")), _fmt(w.get("min_cosine"), ".6f"),
+                     "-" if det is None else ("yes" if det else "NO"), _fmt(r.get("time_s"), ".1f")))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if report.get("static"):
+        for r in report.get("results", []):
+            if r.get("reason") and r.get("status") != "no-known-issue":
+                lines.append(f"  {r['backend']} N={r['n']} K={r['k']}: {r['reason']}")
+    return "\n".join(lines)
