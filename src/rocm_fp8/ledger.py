@@ -239,7 +239,7 @@ class Entry:
             if not constraints:
                 continue
             if version is None:
-                unknown.append(f"{what} unknown")
+                unknown.append(what)
             elif not _holds(constraints, version):
                 return None
         built_by = (f"built by hipcc {format_version(hip)}" if hip is not None else "built by an unknown hipcc")
@@ -293,8 +293,9 @@ class Entry:
         if shape_note:
             parts.append(shape_note)
         if unknown:
-            parts.append("applied because the " + " and ".join(unknown)
-                         + " (a defect cannot be ruled out by what is not known)")
+            parts.append("applied because the " + " and the ".join(unknown)
+                         + (" are" if len(unknown) > 1 else " is") + " unknown (a defect cannot be ruled out by "
+                         "what is not known)")
         if fix_note:
             parts.append(fix_note)
         if self.remedy:

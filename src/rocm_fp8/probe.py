@@ -244,7 +244,7 @@ def _compare(outs, ref, m, n, out_dtype, tol, times) -> dict[str, Any]:
                                            f"cosine {cos:.6f}")
     elif not deterministic:
         res.update(symptom="nondeterministic", detail=f"{len(outs)} launches not bitwise equal")
-    return res
+    return pr.sanitize(res)
 
 
 # =============================================================================================
@@ -471,6 +471,8 @@ def _summarise(name: str, s: _ShapeState, fp8_dtype: str, device_type: str, ms: 
     tested = [c["m"] for c in cases]
     def worst(key, fn):
         vals = [c[key] for c in cases if c.get(key) is not None]
+        if any(isinstance(v, str) or v != v for v in vals):  # NaN is the worst value there is
+            return "nan"
         return fn(vals) if vals else None
     dets = [c["deterministic"] for c in cases if "deterministic" in c]
     r.update(
@@ -630,7 +632,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"rocm-fp8 probe: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(pr.sanitize(report), indent=2, default=str))
     else:
         print(pr.format_table(report))
         if report.get("cache_path"):

@@ -49,6 +49,19 @@ SYMPTOM_WORDS = {
 }
 
 
+def sanitize(obj: Any) -> Any:
+    """Strict JSON: NaN/Inf (a NaN error is a finding, not a bug) become the strings "nan"/"inf"."""
+    if isinstance(obj, float) and obj != obj:
+        return "nan"
+    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [sanitize(v) for v in obj]
+    return obj
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -135,7 +148,7 @@ def write_report(report: dict[str, Any], path: "Optional[str | os.PathLike[str]]
             report = merge(load_report(path), report)
         except ValueError:
             pass  # an unreadable old file is replaced
-    atomic_write_json(path, report)
+    atomic_write_json(path, sanitize(report))
     _clear_dispatch()
     return path
 
@@ -249,7 +262,9 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("STATIC report: known-issues ledger verdicts only; no kernel was run.")
     lines.append(f"toolchain {report.get('fingerprint')}  ({tc.get('arch')}, hipcc {tc.get('hip_version_str') or '-'}, "
                  f"torch {tc.get('torch_version')}, aiter {tc.get('aiter_version') or '-'})  created {report.get('created')}")
-    if s.get("ms"):
+    if s.get("ms") and report.get("static"):
+        lines.append(f"verdicts evaluated at {len(s['ms'])} M values from {min(s['ms'])} to {max(s['ms'])}")
+    elif s.get("ms"):
         ms = s["ms"]
         lines.append(f"swept M: {len(ms)} values from {min(ms)} to {max(ms)}"
                      + ("" if max(ms) >= 16384 else f"  (NOTE: below the prefill chunk size 16384; "
