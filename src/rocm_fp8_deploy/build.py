@@ -37,6 +37,9 @@ from rocm_fp8_deploy.labels import FIXTURE_LABEL, PREFIX, build_labels
 Log = Callable[[str], None]
 CONTEXT_MTIME = 1577836800  # 2020-01-01: fixed, and after 1980 so wheels can be zipped in the image
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: builder chatter that says nothing about the build
+_NOISE = ("Removing intermediate container", " ---> Running in ")
 
 
 def repo_root() -> Path:
@@ -168,8 +171,8 @@ class BuildStream:
             if status and "id" not in event:
                 self.log(f"[{self.name}] {status}")
             return
-        for line in text.rstrip("\n").split("\n"):
-            if not line.strip():
+        for line in _ANSI.sub("", text).rstrip("\n").split("\n"):
+            if not line.strip() or line.startswith(_NOISE):
                 continue
             self.tail.append(line)
             m = _STEP.match(line)
@@ -240,6 +243,18 @@ print("ROCM_FP8_BAKED " + json.dumps(out))
 """
 
 
+def _dockerfile_quote(value: str) -> str:
+    """A double-quoted Dockerfile word: no variable expansion, no line breaks."""
+    value = " ".join(str(value).split())
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def label_dockerfile(image_id: str, labels: dict[str, str]) -> str:
+    """``FROM <id>`` plus one LABEL instruction (one layer of metadata, not one per label)."""
+    pairs = " \\\n      ".join(f"{k}={_dockerfile_quote(v)}" for k, v in sorted(labels.items()))
+    return f"FROM {image_id}\nLABEL {pairs}\n"
+
+
 def read_baked(client: docker.DockerClient, image: str) -> tuple[dict, dict]:
     result = engine.run_in_image(client, image, ["python3", "-c", _READ_BAKED], entrypoint="", timeout=300)
     line = next((ln for ln in result.output.splitlines() if ln.startswith("ROCM_FP8_BAKED ")), None)
@@ -289,9 +304,10 @@ def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildO
     labels = build_labels(flavour, config, runtime, base_image=base, prebuilt=options.prebuild,
                           fixture=fixture)
     log(f"[{flavour.name}] labelling: {labels[PREFIX + 'verdicts']}")
-    labelled = stream_build(client, f"{flavour.name} labels", log,
-                            fileobj=io.BytesIO(f"FROM {image_id}\n".encode()), labels=labels, tag=tag,
+    labelled = stream_build(client, f"{flavour.name} labels", lambda line: None,
+                            fileobj=io.BytesIO(label_dockerfile(image_id, labels).encode()), tag=tag,
                             pull=False, nocache=False)
+    log(f"[{flavour.name}] tagged {tag}")
     info = client.api.inspect_image(labelled)
     built = BuiltImage(flavour=flavour, tag=tag, image_id=info["Id"], size_bytes=int(info.get("Size") or 0),
                        seconds=time.time() - started, labels=labels, config=config)

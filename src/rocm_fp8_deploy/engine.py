@@ -172,6 +172,22 @@ def run_in_image(client: docker.DockerClient, image: str, command: list[str] | s
             pass
 
 
+def remove_repository(client: docker.DockerClient, repository: str) -> list[str]:
+    """Remove every tag of ``repository`` (e.g. one test run's images); returns what was removed."""
+    removed = []
+    for image in client.api.images(name=repository):
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(repository + ":"):
+                try:
+                    client.api.remove_image(tag, force=True)
+                    removed.append(tag)
+                except (ImageNotFound, NotFound):
+                    pass
+                except APIError:
+                    pass
+    return removed
+
+
 def read_file_from_image(client: docker.DockerClient, image: str, path: str) -> str:
     """The text of one file inside an image, read through a short-lived container."""
     result = run_in_image(client, image, ["cat", path], entrypoint="", user="0", timeout=120)

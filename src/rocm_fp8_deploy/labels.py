@@ -41,29 +41,52 @@ def _version_text(value: Any) -> Optional[str]:
     return str(value)
 
 
+#: worst first; statuses not listed rank after these
+_STATUS_ORDER = ("unsafe", "blocked", "limited", "unverified", "ok", "no-known-issue")
+
+
+def _verdict_list(config: dict) -> list:
+    verdicts = _get(config, "static_verdicts", "verdicts", "probe.verdicts")
+    if isinstance(verdicts, dict):
+        verdicts = [dict(v, backend=k) if isinstance(v, dict) else {"backend": k, "status": v}
+                    for k, v in verdicts.items()]
+    return [v for v in (verdicts or []) if isinstance(v, dict)]
+
+
+def aggregate_verdicts(config: dict) -> dict[str, dict]:
+    """Per backend, over all shapes: the worst status, the evidence ids, the smallest safe M."""
+    out: dict[str, dict] = {}
+    for v in _verdict_list(config):
+        name = v.get("backend") or v.get("kernel") or "?"
+        status = str(v.get("status") or v.get("verdict") or ("ok" if v.get("ok") else "unknown"))
+        entry = out.setdefault(name, {"status": status, "sources": [], "max_safe_m": None})
+        rank = lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else len(_STATUS_ORDER)  # noqa: E731
+        if rank(status) < rank(entry["status"]):
+            entry["status"] = status
+        source = v.get("source") or v.get("ledger_id")
+        for src in (source if isinstance(source, (list, tuple)) else [source]):
+            if src and str(src).split(":", 1)[-1] not in entry["sources"]:
+                entry["sources"].append(str(src).split(":", 1)[-1])
+        m = v.get("max_safe_m")
+        if isinstance(m, int) and (entry["max_safe_m"] is None or m < entry["max_safe_m"]):
+            entry["max_safe_m"] = m
+    return dict(sorted(out.items()))
+
+
 def summarise_verdicts(config: dict) -> str:
-    """``"aiter-bpreshuffle=blocked(bpreshuffle-rocm70); aiter-ck=limited(...); ..."``: one line per image."""
-    verdicts = _get(config, "verdicts", "probe.verdicts", "static_probe.verdicts")
-    if not verdicts:
+    """``"aiter-bpreshuffle=unsafe(bpreshuffle-rocm70-miscompile); aiter-ck=limited M<=512(...)"``."""
+    agg = aggregate_verdicts(config)
+    if not agg:
         return "none"
     items = []
-    if isinstance(verdicts, dict):
-        verdicts = [dict(v, backend=k) if isinstance(v, dict) else {"backend": k, "verdict": v}
-                    for k, v in verdicts.items()]
-    for v in verdicts:
-        if not isinstance(v, dict):
-            items.append(str(v))
-            continue
-        name = v.get("backend") or v.get("kernel") or "?"
-        state = v.get("verdict") or v.get("status") or ("ok" if v.get("ok") else "blocked")
-        ids = v.get("ledger_ids") or v.get("issues") or v.get("ids") or v.get("ledger_id") or v.get("issue")
-        if isinstance(ids, (list, tuple)):
-            ids = ",".join(str(i) for i in ids)
-        shape = v.get("shape")
-        if isinstance(shape, (list, tuple)):
-            name = f"{name}[{'x'.join(str(s) for s in shape)}]"
-        items.append(f"{name}={state}" + (f"({ids})" if ids else ""))
-    return "; ".join(sorted(dict.fromkeys(items)))
+    for name, e in agg.items():
+        text = f"{name}={e['status']}"
+        if e["status"] == "limited" and e["max_safe_m"] is not None:
+            text += f" M<={e['max_safe_m']}"
+        if e["sources"]:
+            text += f"({','.join(e['sources'])})"
+        items.append(text)
+    return "; ".join(items)
 
 
 def baked_facts(config: dict, runtime: dict) -> dict[str, Optional[str]]:
@@ -85,8 +108,7 @@ def build_labels(flavour: Flavour, config: dict, runtime: dict, *, base_image: s
                  prebuilt: bool, fixture: bool) -> dict[str, str]:
     """All labels of a built image.  Every value is a string; absent facts read "unknown"."""
     facts = baked_facts(config, runtime)
-    verdicts_json = json.dumps(_get(config, "verdicts", "probe.verdicts", "static_probe.verdicts") or [],
-                               sort_keys=True, separators=(",", ":"))
+    verdicts_json = json.dumps(aggregate_verdicts(config), sort_keys=True, separators=(",", ":"))
     if len(verdicts_json) > MAX_LABEL_CHARS:
         verdicts_json = verdicts_json[:MAX_LABEL_CHARS - 20] + "...(truncated)"
     labels = {

@@ -1,0 +1,230 @@
+"""The images, built with the real Docker engine over the stand-in bases (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from rocm_fp8_deploy import engine
+from rocm_fp8_deploy.labels import PREFIX
+from rocm_fp8_deploy.standin import RECORDED_TOOLCHAINS
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def labels_of(client, tag):
+    return client.api.inspect_image(tag)["Config"]["Labels"]
+
+
+def run(client, tag, command, **kw):
+    return engine.run_in_image(client, tag, command, timeout=300, **kw)
+
+
+def test_build_streams_steps_and_prints_a_summary(built):
+    out = built["output"]
+    for rocm in ("7.0", "7.2"):
+        assert f"[{rocm}-gfx950] ==> step 1/" in out
+        assert f"[{rocm}-gfx950] tagged {built['tags'][rocm]}" in out
+    # the torch guard ran, and said out loud why a CPU torch was accepted
+    assert "FIXTURE torch" in out and "ok   no nvidia-* packages installed" in out
+    summary = out[out.rindex("tag "):]
+    assert built["tags"]["7.0"] in summary and built["tags"]["7.2"] in summary and " GB " in summary
+
+
+@pytest.mark.parametrize("rocm", ["7.0", "7.2"])
+def test_labels_describe_the_baked_toolchain(docker_client, built, rocm):
+    import rocm_fp8
+
+    labels = labels_of(docker_client, built["tags"][rocm])
+    recorded = RECORDED_TOOLCHAINS[rocm]
+    assert labels[PREFIX + "flavour"] == f"{rocm}-gfx950"
+    assert labels[PREFIX + "rocm-version"] == recorded.rocm_full
+    assert labels[PREFIX + "hipcc-version"] == recorded.hipconfig_version
+    assert labels[PREFIX + "arch"] == "gfx950"
+    assert labels[PREFIX + "aiter-version"] == "0.1.7.post2.dev18"
+    assert labels[PREFIX + "version"] == rocm_fp8.__version__
+    assert labels[PREFIX + "aiter-prebuilt"] == "0"          # tests build with --no-prebuild, recorded
+    assert labels[PREFIX + "built-on-fixture"] == "recorded-toolchain"
+    assert labels[PREFIX + "verdicts"] not in ("", "none")
+    json.loads(labels[PREFIX + "verdicts-json"])
+
+
+def _baked(client, tag):
+    return json.loads(engine.read_file_from_image(client, tag, "/etc/rocm-fp8/config.json"))
+
+
+def test_baked_configuration_differs_between_rocm_7_0_and_7_2_on_gfx950(docker_client, built):
+    """The ledger blocks bpreshuffle for ROCm 7.0's hipcc; the 7.2 image must not carry that verdict."""
+    configs = {rocm: _baked(docker_client, tag) for rocm, tag in built["tags"].items()}
+    for rocm, config in configs.items():
+        tc = config["toolchain"]
+        assert tc["hip_version_str"] == RECORDED_TOOLCHAINS[rocm].hipconfig_version
+        assert tc["arch"] == "gfx950"
+    def bpreshuffle(config):
+        return [v for v in config["static_verdicts"] if v["backend"] == "aiter-bpreshuffle"]
+
+    assert bpreshuffle(configs["7.0"]) and bpreshuffle(configs["7.2"])
+    # ROCm 7.0's hipcc: unsafe for every shape, because of the miscompile entry
+    assert all(v["status"] == "unsafe" and "bpreshuffle-rocm70" in (v["source"] or "")
+               for v in bpreshuffle(configs["7.0"]))
+    # ROCm 7.2's hipcc: that entry does not apply (whatever else the ledger says about 7.2)
+    assert not any("bpreshuffle-rocm70" in (v["source"] or "") or "bpreshuffle-rocm70" in v["reason"]
+                   for v in bpreshuffle(configs["7.2"]))
+    labels = {rocm: labels_of(docker_client, tag)[PREFIX + "verdicts"] for rocm, tag in built["tags"].items()}
+    assert "bpreshuffle-rocm70" in labels["7.0"] and "bpreshuffle-rocm70" not in labels["7.2"]
+
+
+def _explain_bpreshuffle(client, tag):
+    result = run(client, tag, ["rocm-fp8", "explain", "--n", "3072", "--k", "1536", "--m", "4096", "--json"])
+    assert result.ok, result.output
+    decision = json.loads(result.output[result.output.index("{"):])
+    return decision, next(c for c in decision["considered"] if c["backend"] == "aiter-bpreshuffle")
+
+
+def test_explain_runs_as_non_root_and_reads_the_baked_configuration(docker_client, built):
+    for rocm, tag in built["tags"].items():
+        who = run(docker_client, tag, ["id", "-u", "-n"])
+        assert who.ok and who.output.strip() == "rocm-fp8"
+        decision, bpreshuffle = _explain_bpreshuffle(docker_client, tag)
+        assert decision["toolchain"]["source"].startswith("config:/etc/rocm-fp8/config.json")
+        assert decision["toolchain"]["hip_version_str"] == RECORDED_TOOLCHAINS[rocm].hipconfig_version
+        assert decision["backend"] != "aiter-bpreshuffle" or rocm == "7.2"
+        if rocm == "7.0":
+            assert bpreshuffle["ok"] is False and "rocm70" in (bpreshuffle["evidence"] or "")
+        else:
+            assert "rocm70" not in (bpreshuffle["evidence"] or "")
+
+
+def test_runtime_package_imports_without_the_deploy_side(docker_client, built):
+    code = ("import sys, rocm_fp8; print(rocm_fp8.__version__); "
+            "bad = [m for m in ('docker', 'invoke', 'rocm_fp8_deploy') if m in sys.modules]; "
+            "assert not bad, bad; import importlib.util as u; "
+            "assert u.find_spec('rocm_fp8_deploy') is None, 'deploy package shipped in the image'")
+    for tag in built["tags"].values():
+        result = run(docker_client, tag, ["python3", "-c", code])
+        assert result.ok, result.output
+
+
+def test_default_command_is_the_doctor_and_it_reports_the_missing_gpu(docker_client, built):
+    result = engine.run_in_image(docker_client, built["tags"]["7.2"], None, timeout=300)
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "FAIL  /dev/kfd" in out and "--device /dev/kfd" in out
+    assert "WARN  toolchain fixture" in out
+    assert "OK    configuration vs toolchain" in out
+    assert "AITER_JIT_DIR" in out and "writable" in out
+
+
+def test_constraints_pin_the_torch_family_for_images_built_on_top(docker_client, built):
+    result = run(docker_client, built["tags"]["7.2"], ["sh", "-c", 'cat "$PIP_CONSTRAINT"'])
+    assert result.ok and "torch==2.13.0+cpu" in result.output and "triton==" in result.output
+
+
+def test_guard_in_the_dockerfile_refuses_a_fixture_base_unless_allowed(docker_client, fixture_prefix,
+                                                                      tmp_path):
+    """The Dockerfile's own guard (not just the Python pre-check) stops a CPU torch."""
+    from rocm_fp8_deploy.build import stream_build, write_context
+    from rocm_fp8_deploy.errors import DeployError
+    from rocm_fp8_deploy.flavours import flavour
+
+    f = flavour("7.0", "gfx950")
+    context = tmp_path / "context.tar"
+    with context.open("wb") as fh:
+        write_context(fh, source_dir=ROOT, wheelhouse=None)
+    with context.open("rb") as fh, pytest.raises(DeployError) as err:
+        stream_build(docker_client, "guard", lambda line: None, fileobj=fh, custom_context=True, pull=False,
+                     buildargs={"BASE_IMAGE": f.base_for(fixture_prefix), "ALLOW_TOOLCHAIN_FIXTURE": "0",
+                                "AITER_REQUIREMENT": f.aiter_requirement})
+    assert "recorded-toolchain test fixture" in str(err.value) and "ALLOW_TOOLCHAIN_FIXTURE=1" in str(err.value)
+
+
+def test_the_build_refuses_a_fixture_base_without_allow_fixture(docker_client, fixture_prefix):
+    from rocm_fp8_deploy.build import BuildOptions, build
+    from rocm_fp8_deploy.errors import DeployError
+    from rocm_fp8_deploy.flavours import flavour
+
+    with pytest.raises(DeployError, match="recorded-toolchain test fixture"):
+        build([flavour("7.2", "gfx950")], BuildOptions(registry=fixture_prefix), client=docker_client)
+
+
+def test_unpullable_base_is_refused_naming_it_and_the_registry_option(docker_client, run_id):
+    from rocm_fp8_deploy.build import BuildOptions, build
+    from rocm_fp8_deploy.errors import DeployError
+    from rocm_fp8_deploy.flavours import flavour
+
+    mirror = f"nowhere-{run_id}.rocm-fp8.invalid"
+    with pytest.raises(DeployError) as err:
+        build([flavour("7.0", "gfx942")], BuildOptions(registry=mirror), client=docker_client)
+    message = str(err.value)
+    assert f"{mirror}/rocm/pytorch:rocm7.0.2" in message
+    assert "cannot be pulled" in message and "--registry" in message
+
+
+def test_source_only_change_rebuilds_only_the_last_layers_quickly(docker_client, built, fixture_prefix,
+                                                                  product_wheelhouse, tmp_path, run_id, timings):
+    from rocm_fp8_deploy.build import BuildOptions, build
+    from rocm_fp8_deploy.flavours import flavour
+
+    source = tmp_path / "src-copy"
+    source.mkdir()
+    shutil.copytree(ROOT / "docker", source / "docker")
+    shutil.copy(ROOT / "pyproject.toml", source / "pyproject.toml")
+    if (ROOT / "README.md").exists():
+        shutil.copy(ROOT / "README.md", source / "README.md")
+    shutil.copytree(ROOT / "src" / "rocm_fp8", source / "src" / "rocm_fp8",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    marker = f"SOURCE_ONLY_CHANGE_{run_id}"
+    with (source / "src" / "rocm_fp8" / "__init__.py").open("a") as fh:
+        fh.write(f"\n# {marker}\n")
+    lines: list[str] = []
+    repository = built["repository"] + "-rebuild"
+    options = BuildOptions(repository=repository, registry=fixture_prefix, wheelhouse=str(product_wheelhouse),
+                           prebuild=False, allow_fixture=True, source_dir=str(source))
+    started = time.time()
+    try:
+        [image] = build([flavour("7.2", "gfx950")], options, log=lines.append, client=docker_client)
+        seconds = time.time() - started
+        timings["source-only rebuild 7.2-gfx950"] = seconds
+        print(f"\nsource-only rebuild of 7.2-gfx950: {seconds:.1f} s")
+        out = "\n".join(lines)
+        # everything up to and including the aiter layers came from the cache ...
+        aiter_step = next(i for i, line in enumerate(lines) if "==> step" in line and "AITER_REQUIREMENT" in line)
+        assert "Using cache" in lines[aiter_step + 1], lines[aiter_step:aiter_step + 3]
+        # ... and the change is in the image
+        result = run(docker_client, image.tag, ["sh", "-c",
+                     "grep -c " + marker + " $(python3 -c 'import rocm_fp8,sys;print(rocm_fp8.__file__)')"])
+        assert result.ok and result.output.strip() == "1", result.output
+        assert seconds < 180, f"source-only rebuild took {seconds:.0f} s\n{out[-2000:]}"
+    finally:
+        engine.remove_repository(docker_client, repository)
+
+
+def test_example_serving_image_builds_from_ours(docker_client, built, tmp_path):
+    import io
+    import tarfile
+
+    from rocm_fp8_deploy.build import stream_build
+
+    example = ROOT / "docker" / "examples" / "serving"
+    context = tmp_path / "example.tar"
+    with tarfile.open(context, "w") as tar:
+        for path in example.iterdir():
+            tar.add(str(path), arcname=path.name)
+    tag = built["repository"] + ":example-serving"
+    try:
+        with context.open("rb") as fh:
+            stream_build(docker_client, "example", lambda line: None, fileobj=fh, custom_context=True,
+                         pull=False, tag=tag, buildargs={"BASE": built["tags"]["7.2"]})
+        result = run(docker_client, tag, None)
+        assert result.ok, result.output
+        assert "dispatch decisions" in result.output and "forward on cpu" in result.output
+    finally:
+        try:
+            docker_client.api.remove_image(tag, force=True)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
