@@ -170,7 +170,9 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
         tl.store(w_ptrs, acc, mask=mask)
 
 
-@triton.jit
+# M, NUM_PROGRAMS and the scale strides vary between shapes without changing the code worth
+# generating; not specializing them lets one compiled kernel per config serve every shape.
+@triton.jit(do_not_specialize=["M", "NUM_PROGRAMS", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
 def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                             M, N, K,
                             stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,

@@ -1,0 +1,212 @@
+"""Side-by-side FP8 block-scale GEMM benchmark on one GPU.
+
+    PYTHONPATH=src python3 bench/gemm.py [--out bench/results] [--shape N,K ...] [--m M ...]
+
+Per (N, K, M) cell, in one process: bf16 ``torch.matmul``, cuBLASLt blockwise FP8 (``torch._scaled_mm``),
+our Triton kernel with its tuned table (``rocm_fp8/configs``, or ``ROCM_FP8_CONFIG_DIR``), and our
+Triton kernel with the size-based default config. Each is checked against a float32 reference first,
+then timed as the median of CUDA-graph replays over input sets rotated so they span 3x the L2
+(``rocm_fp8.tune.time_calls``). Writes ``gemm-<device>.json`` and ``.md`` with TFLOPS, ratios and
+geomeans, the device and the torch/triton/CUDA versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rocm_fp8 import kernel_configs
+from rocm_fp8.backends.torch_scaled_mm import scaled_mm_blockwise
+from rocm_fp8.backends.triton import TritonBackend
+from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, default_config
+from rocm_fp8.toolchain import detect
+from rocm_fp8.tune import make_sets, reference, rel_error, rotation_sets, tflops, time_calls, versions
+
+SHAPES = {
+    "MiniMax-M2.5 TP4 qkv": (2048, 3072),
+    "MiniMax-M2.5 TP4 o_proj": (3072, 1536),
+    "MiniMax-M2.5 TP4 w13": (768, 3072),
+    "MiniMax-M2.5 EP w13": (3072, 3072),
+    "DeepSeek-V3 TP1 q_a/kv_a": (2112, 7168),
+    "DeepSeek-V3 TP1 q_b": (24576, 1536),
+    "DeepSeek-V3 TP1 o_proj": (7168, 16384),
+    "DeepSeek-V3 TP1 (4096,7168)": (4096, 7168),
+    "DeepSeek-V3 TP1 (7168,2048)": (7168, 2048),
+}
+MS = (1, 16, 64, 256, 1024, 4096, 16384)
+VARIANTS = ("bf16", "cublaslt", "triton_tuned", "triton_default")
+
+
+def geomean(xs):
+    xs = [x for x in xs if x]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
+    set_bytes = m * k + n * k + 4 * (m + n) * (k // 128) + 2 * m * n
+    sets = make_sets(m, n, k, fp8, rotation_sets(set_bytes), seed=17 * m + n + k)
+    ref = reference(*sets[0])
+    cell = {"n": n, "k": k, "m": m, "sets": len(sets)}
+
+    def run(name, calls, check):
+        try:
+            err = rel_error(check(), ref) if check else None
+            if err is not None and not err < 1e-2:
+                cell[name] = {"error": f"wrong result: relative error {err:.3g}"}
+                return
+            r = time_calls(calls)
+            r["tflops"] = tflops(m, n, k, r["us"])
+            r["rel_err"] = err
+            cell[name] = r
+        except Exception as exc:  # noqa: BLE001 - recorded in the table
+            torch.cuda.synchronize()
+            cell[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+    # bf16: same values dequantized, its own rotating sets (2 bytes per element)
+    bsets = []
+    for x_q, x_s, w_q, w_s in sets[: rotation_sets(2 * set_bytes)]:
+        bsets.append((torch.randn(m, k, device="cuda", dtype=torch.bfloat16),
+                      torch.randn(n, k, device="cuda", dtype=torch.bfloat16)))
+    run("bf16", [lambda s=s: torch.matmul(s[0], s[1].t()) for s in bsets], None)
+    del bsets
+
+    prepped = [(x, s, w.t(), ws.t()) for x, s, w, ws in sets]
+    run("cublaslt", [lambda p=p: scaled_mm_blockwise(*p) for p in prepped],
+        lambda: scaled_mm_blockwise(*prepped[0]))
+
+    row = kernel_configs.lookup(m, n, k, tc.device_name, tc.arch)
+    tuned = backend.config_for(m, n, k, tc)
+    cell["tuned_config"] = tuned.to_dict()
+    cell["table_row_m"] = row.m if row else None
+    run("triton_tuned", [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=tuned, check=False) for s in sets],
+        lambda: blockscale_gemm(*sets[0], torch.bfloat16, config=tuned))
+    dflt = default_config(m, n, k)
+    cell["default_config"] = dflt.to_dict()
+    run("triton_default", [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=dflt, check=False)
+                           for s in sets],
+        lambda: blockscale_gemm(*sets[0], torch.bfloat16, config=dflt))
+    del sets, prepped, ref
+    torch.cuda.empty_cache()
+    return cell
+
+
+def summarize(cells) -> dict:
+    def tf(c, v):
+        r = c.get(v) or {}
+        return r.get("tflops")
+
+    groups = {"M=1": lambda m: m == 1, "16<=M<=256": lambda m: 16 <= m <= 256, "M>=1024": lambda m: m >= 1024}
+    out = {}
+    for gname, pred in groups.items():
+        sel = [c for c in cells if pred(c["m"])]
+        g = {v: geomean([tf(c, v) for c in sel]) for v in VARIANTS}
+        ratios = [tf(c, "triton_tuned") / tf(c, "cublaslt") for c in sel if tf(c, "triton_tuned") and tf(c, "cublaslt")]
+        g["triton_over_cublaslt_geomean"] = geomean(ratios)
+        g["triton_over_cublaslt_min"] = min(ratios) if ratios else None
+        g["cells_with_cublaslt"] = len(ratios)
+        bf = [tf(c, "triton_tuned") / tf(c, "bf16") for c in sel if tf(c, "triton_tuned") and tf(c, "bf16")]
+        g["triton_over_bf16_geomean"] = geomean(bf)
+        g["triton_over_bf16_min"] = min(bf) if bf else None
+        dd = [tf(c, "triton_tuned") / tf(c, "triton_default") for c in sel
+              if tf(c, "triton_tuned") and tf(c, "triton_default")]
+        g["tuned_over_default_geomean"] = geomean(dd)
+        out[gname] = g
+    ratios = [tf(c, "triton_tuned") / tf(c, "cublaslt") for c in cells
+              if c["m"] >= 16 and tf(c, "triton_tuned") and tf(c, "cublaslt")]
+    out["min_ratio_M>=16"] = min(ratios) if ratios else None
+    return out
+
+
+def fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def markdown(result) -> str:
+    lines = [f"# FP8 block-scale GEMM on {result['device']}", "",
+             f"torch {result['versions']['torch']}, triton {result['versions']['triton']}, "
+             f"CUDA {result['versions']['cuda']}, {result['versions']['date']}. "
+             "TFLOPS = 2MNK / median time (CUDA-graph replays, inputs rotated over 3x L2). "
+             "`ratio` = Triton tuned / cuBLASLt.", "",
+             "## Summary (geomean TFLOPS)", "",
+             "| M range | bf16 | cuBLASLt | Triton tuned | Triton default | tuned/cuBLASLt (geomean, min) | "
+             "tuned/bf16 | tuned/default |", "|---|---|---|---|---|---|---|---|"]
+    for g, s in result["summary"].items():
+        if not isinstance(s, dict):
+            continue
+        lines.append(f"| {g} | {fmt(s['bf16'])} | {fmt(s['cublaslt'])} | {fmt(s['triton_tuned'])} | "
+                     f"{fmt(s['triton_default'])} | {fmt(s['triton_over_cublaslt_geomean'], 3)}, "
+                     f"{fmt(s['triton_over_cublaslt_min'], 3)} | {fmt(s['triton_over_bf16_geomean'], 3)} | "
+                     f"{fmt(s['tuned_over_default_geomean'], 3)} |")
+    lines += ["", f"Lowest tuned/cuBLASLt cell over M >= 16: {fmt(result['summary'].get('min_ratio_M>=16'), 3)}", "",
+              "## Cells (TFLOPS; time in us for M = 1)", "",
+              "| N,K | M | bf16 | cuBLASLt | Triton tuned | Triton default | ratio | tuned config |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        def cellv(v):
+            r = c.get(v) or {}
+            if "error" in r:
+                return "err"
+            if c["m"] == 1 and "us" in r:
+                return f"{r['tflops']:.1f} ({r['us']:.1f}us)"
+            return fmt(r.get("tflops"))
+        tt, cb = (c.get("triton_tuned") or {}).get("tflops"), (c.get("cublaslt") or {}).get("tflops")
+        ratio = fmt(tt / cb, 2) if tt and cb else "-"
+        cfg = c.get("tuned_config", {})
+        short = (f"{cfg.get('block_m')}x{cfg.get('block_n')} w{cfg.get('num_warps')} s{cfg.get('num_stages')}"
+                 f"{' sk' + str(cfg['split_k']) if cfg.get('split_k', 1) > 1 else ''}"
+                 f"{' P' if cfg.get('persistent') else ''}{' TMA' if cfg.get('tma') else ''}"
+                 f"{' WS' if cfg.get('warp_specialize') else ''}")
+        lines.append(f"| {c['n']},{c['k']} | {c['m']} | {cellv('bf16')} | {cellv('cublaslt')} | "
+                     f"{cellv('triton_tuned')} | {cellv('triton_default')} | {ratio} | {short} |")
+    errs = [(c["n"], c["k"], c["m"], v, c[v]["error"]) for c in result["cells"] for v in VARIANTS
+            if isinstance(c.get(v), dict) and "error" in c[v]]
+    if errs:
+        lines += ["", "## Errors", ""] + [f"- N={n} K={k} M={m} {v}: {e}" for n, k, m, v, e in errs]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--shape", action="append", default=[], help="N,K (repeatable; default the model shapes)")
+    p.add_argument("--m", type=int, action="append", default=[])
+    p.add_argument("--tag", default="", help="suffix for the output file names")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/gemm.py: no GPU is visible", file=sys.stderr)
+        return 2
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape] or list(SHAPES.values())
+    ms = args.m or list(MS)
+    tc = detect()
+    backend = TritonBackend()
+    device = torch.cuda.get_device_name()
+    cells = []
+    t0 = time.time()
+    for n, k in shapes:
+        for m in ms:
+            c = bench_cell(n, k, m, torch.float8_e4m3fn, backend, tc)
+            cells.append(c)
+            tt, cb = (c.get("triton_tuned") or {}).get("us"), (c.get("cublaslt") or {}).get("us")
+            bf = (c.get("bf16") or {}).get("us")
+            print(f"N={n} K={k} M={m}: bf16 {fmt(bf, 2)} us, cuBLASLt {fmt(cb, 2)} us, triton {fmt(tt, 2)} us "
+                  f"({time.time() - t0:.0f}s)", flush=True)
+    table = kernel_configs.table_for(tc.device_name, tc.arch)
+    result = {"device": device, "arch": tc.arch, "versions": versions(),
+              "table": str(table.path) if table else None, "cells": cells, "summary": summarize(cells)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"gemm-{kernel_configs.slug(device)}{('-' + args.tag) if args.tag else ''}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = markdown(result)
+    (args.out / f"{stem}.md").write_text(md)
+    print(md.split("## Cells")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

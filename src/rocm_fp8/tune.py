@@ -1,0 +1,435 @@
+"""``rocm-fp8 tune``: measure kernel configurations on the local GPU and write the config table.
+
+    rocm-fp8 tune --n 2112 --k 7168 [--n N --k K ...] [--m 1 --m 16 ...] [--output PATH]
+
+For each (N, K) and M it times every candidate configuration of the Triton kernel (CUDA-graph
+replays over rotating input sets, median; see :func:`time_calls`), keeps the fastest one that is
+also correct, measures cuBLASLt blockwise FP8 (``torch-scaled-mm``) beside it where that runs, and
+merges the rows into ``--output`` (default: ``./<device>.json``, the name the package looks for).
+Point ``ROCM_FP8_CONFIG_DIR`` at the output's folder, or copy the file into ``rocm_fp8/configs``.
+
+Candidates compile in parallel worker processes first (``--jobs``), which fill Triton's on-disk
+cache; the timing process then only loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+DEFAULT_MS = (1, 16, 64, 256, 1024, 4096, 16384)
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing
+# ------------------------------------------------------------------------------------------------
+
+
+def l2_bytes() -> int:
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return int(getattr(props, "L2_cache_size", 0) or getattr(props, "l2_cache_size", 0) or 50 * 2**20)
+
+
+def rotation_sets(set_bytes: int, cap: int = 32) -> int:
+    """Enough input sets that cycling through them spans 3x the L2, so each call reads from memory
+    (a weight in L2 would flatter decode-sized problems); one set when it exceeds L2 already."""
+    if set_bytes <= 0:
+        return 1
+    return max(1, min(cap, math.ceil(3 * l2_bytes() / set_bytes)))
+
+
+def time_calls(calls: Sequence[Callable[[], Any]], target_us: float = 1500.0, replays: int = 15,
+               use_graph: bool = True) -> dict[str, Any]:
+    """Median time of one call, in microseconds, cycling through ``calls`` (one per input set).
+
+    The calls are captured in a CUDA graph (``inner`` passes over all sets, enough for about
+    ``target_us`` per replay) and the replays are timed with CUDA events, so launch gaps and
+    Python overhead stay out of the numbers. Falls back to timing plain launches if capture fails.
+    """
+    import torch
+
+    torch.cuda.synchronize()
+    for c in calls:  # compile, autotune caches, cuBLAS handles
+        c()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for c in calls:
+        c()
+    end.record()
+    end.synchronize()
+    est_us = max(start.elapsed_time(end) * 1000.0 / len(calls), 0.5)
+    inner = max(1, min(64, int(target_us / (est_us * len(calls)))))
+    n_calls = inner * len(calls)
+    times = []
+    graph_ok = False
+    if use_graph:
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for c in calls:
+                    c()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(inner):
+                    for c in calls:
+                        c()
+            graph.replay()
+            torch.cuda.synchronize()
+            for _ in range(replays):
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) * 1000.0 / n_calls)
+            graph_ok = True
+            del graph
+        except Exception:  # noqa: BLE001 - not capturable: time plain launches instead
+            torch.cuda.synchronize()
+            times = []
+    if not graph_ok:
+        for _ in range(replays):
+            start.record()
+            for _ in range(inner):
+                for c in calls:
+                    c()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1000.0 / n_calls)
+    return {"us": statistics.median(times), "min_us": min(times), "graph": graph_ok, "sets": len(calls),
+            "calls_per_replay": n_calls}
+
+
+def tflops(m: int, n: int, k: int, us: Optional[float]) -> Optional[float]:
+    return None if not us else 2.0 * m * n * k / (us * 1e-6) / 1e12
+
+
+# ------------------------------------------------------------------------------------------------
+# Operands and checks
+# ------------------------------------------------------------------------------------------------
+
+
+def make_sets(m: int, n: int, k: int, fp8, nsets: int, device: str = "cuda", seed: int = 0):
+    """``nsets`` independent random operand sets (x_q, x_scale, w_q, w_scale), never zeros."""
+    import torch
+
+    from rocm_fp8.quant import QUANT_MAX
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    kb, nb = -(-k // 128), -(-n // 128)
+    fmax = QUANT_MAX[fp8]
+    sets = []
+    for _ in range(nsets):
+        x_q = ((torch.rand(m, k, device=device, generator=g) * 2 - 1) * fmax).to(fp8)
+        w_q = ((torch.rand(n, k, device=device, generator=g) * 2 - 1) * fmax).to(fp8)
+        x_s = torch.rand(m, kb, device=device, generator=g) * 1e-3 + 1e-4
+        w_s = torch.rand(nb, kb, device=device, generator=g) * 1e-3 + 1e-4
+        sets.append((x_q, x_s, w_q, w_s))
+    return sets
+
+
+def reference(x_q, x_s, w_q, w_s):
+    """float32 dequantize-and-multiply on the GPU, TF32 off (the tests compare with float64 on the CPU)."""
+    import torch
+
+    k = x_q.shape[1]
+    xs = x_s.float().repeat_interleave(128, 1)[:, :k]
+    ws = w_s.float().repeat_interleave(128, 0)[: w_q.shape[0]].repeat_interleave(128, 1)[:, :k]
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return (x_q.float() * xs) @ (w_q.float() * ws).t()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def rel_error(y, ref) -> float:
+    import torch
+
+    if not torch.isfinite(y).all():
+        return float("inf")
+    return ((y.float() - ref).norm() / ref.norm()).item()
+
+
+# ------------------------------------------------------------------------------------------------
+# Candidates
+# ------------------------------------------------------------------------------------------------
+
+
+def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict[str, Any]]:
+    """Configurations worth timing at this M (dicts for KernelConfig)."""
+    out: list[dict[str, Any]] = []
+    if m <= 16:
+        for bn in (32, 64, 128):
+            for split in (1, 2, 4, 8):
+                for stages in ((4,) if quick else (3, 5)):
+                    out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4,
+                                    num_stages=stages))
+    elif m <= 64:
+        for bm, bn, w in ((64, 64, 4), (64, 128, 4), (32, 128, 4), (64, 256, 8), (32, 64, 4)):
+            for split in (1, 2, 4):
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4))
+    elif m <= 256:
+        for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (128, 64, 4), (64, 64, 4)):
+            for split in (1, 2):
+                for stages in ((4,) if quick else (3, 4)):
+                    out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w,
+                                    num_stages=stages))
+    else:
+        shapes = ((128, 128, 8), (128, 256, 8), (256, 128, 8), (128, 128, 4), (64, 256, 4))
+        for bm, bn, w in shapes:
+            for stages in (3, 4):
+                for persistent in (False, True):
+                    for tma in ((False, True) if hopper else (False,)):
+                        if quick and (persistent or tma) and (bm, bn) != (128, 128):
+                            continue
+                        out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
+                                        persistent=persistent, tma=tma))
+        if hopper:
+            for bm, bn, w in ((128, 128, 8), (128, 256, 8), (128, 128, 4)):
+                for stages in (3, 4):
+                    out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
+                                    warp_specialize=True))
+                    out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
+                                    warp_specialize=True, tma=True))
+    # drop configs whose shared memory (stages x (BM + BN) x 128 B) cannot fit in 228 KB
+    return [c for c in out if c["num_stages"] * (c["block_m"] + c["block_n"]) * 128 <= 220 * 1024]
+
+
+def _precompile_worker(payload):
+    """Compile configurations for one representative shape (fills Triton's on-disk cache)."""
+    n, k, fp8_name, items = payload
+    import torch
+
+    from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
+    from rocm_fp8.quant import FP8_DTYPES
+
+    fp8 = FP8_DTYPES[fp8_name]
+    errors = []
+    ops = {m: make_sets(m, n, k, fp8, 1)[0] for m in {m for m, _ in items}}
+    for m, cfg in items:
+        try:
+            blockscale_gemm(*ops[m], torch.bfloat16, config=KernelConfig.from_dict(cfg))
+            torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - reported; the candidate is dropped later
+            errors.append((m, cfg, f"{type(exc).__name__}: {str(exc)[:300]}"))
+    return errors
+
+
+def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, jobs: int) -> None:
+    """Compile (m, n, k, cfg) items in ``jobs`` processes; M is only a specialization (1 or not)."""
+    if jobs <= 1 or not shape_items:
+        return
+    import multiprocessing as mp
+
+    seen, work = set(), []
+    n0, k0 = shape_items[0][1], shape_items[0][2]
+    for m, n, k, cfg in shape_items:
+        key = json.dumps(cfg, sort_keys=True)  # M is not specialized: one compile serves every M
+        if key not in seen:
+            seen.add(key)
+            work.append((16, cfg))
+    chunks = [work[i::jobs] for i in range(jobs)]
+    ctx = mp.get_context("spawn")
+    t0 = time.time()
+    with ctx.Pool(jobs) as pool:
+        results = pool.map(_precompile_worker, [(n0, k0, fp8_name, c) for c in chunks if c])
+    failed = sum(len(r) for r in results)
+    print(f"precompiled {len(work)} kernels in {time.time() - t0:.0f}s with {jobs} processes "
+          f"({failed} failed to compile)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuning one shape
+# ------------------------------------------------------------------------------------------------
+
+
+def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
+    import torch
+
+    from rocm_fp8.backends.torch_scaled_mm import scaled_mm_blockwise
+
+    try:
+        prepared = [(x, s, w.t(), ws.t()) for x, s, w, ws in sets]
+        calls = [lambda p=p: scaled_mm_blockwise(p[0], p[1], p[2], p[3], out_dtype) for p in prepared]
+        x_q, x_s, w_q, w_s = sets[0]
+        err = rel_error(calls[0](), reference(x_q, x_s, w_q, w_s))
+        res = time_calls(calls)
+        res["rel_err"] = err
+        return res
+    except Exception as exc:  # noqa: BLE001
+        torch.cuda.synchronize()
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, with_scaled_mm: bool = True,
+               log: Optional[list] = None) -> list[dict[str, Any]]:
+    import torch
+
+    from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, default_config
+
+    hopper = torch.version.hip is None and torch.cuda.get_device_capability()[0] >= 9
+    rows = []
+    for m in ms:
+        set_bytes = m * k + n * k + 4 * (m + n) * (k // 128) + 2 * m * n
+        sets = make_sets(m, n, k, fp8, rotation_sets(set_bytes), seed=m + n + k)
+        ref = reference(*sets[0])
+        cands = candidates(m, quick=quick, hopper=hopper)
+        default = default_config(m, n, k).to_dict()
+        if default not in cands:
+            cands.append(default)
+        best = None
+        results = []
+        for cfg_d in cands:
+            cfg = KernelConfig.from_dict(cfg_d)
+            rec: dict[str, Any] = {"m": m, "n": n, "k": k, "config": cfg_d}
+            try:
+                y = blockscale_gemm(*sets[0], torch.bfloat16, config=cfg)
+                err = rel_error(y, ref)
+                rec["rel_err"] = err
+                if not err < 1e-2:
+                    rec["error"] = f"wrong result: relative error {err:.3g}"
+                else:
+                    calls = [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=cfg, check=False)
+                             for s in sets]
+                    rec.update(time_calls(calls))
+                    rec["tflops"] = tflops(m, n, k, rec["us"])
+                    if best is None or rec["us"] < best["us"]:
+                        best = rec
+            except Exception as exc:  # noqa: BLE001 - a config that does not compile is skipped
+                torch.cuda.synchronize()
+                rec["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            results.append(rec)
+        if log is not None:
+            log.extend(results)
+        row: dict[str, Any] = {"m": m}
+        if best is not None:
+            row.update(config=best["config"], triton_tflops=round(best["tflops"], 2), triton_us=round(best["us"], 3))
+            dflt = next((r for r in results if r["config"] == default and "us" in r), None)
+            if dflt is not None:
+                row["default_us"] = round(dflt["us"], 3)
+        if with_scaled_mm:
+            sm = measure_scaled_mm(sets, torch.bfloat16)
+            if sm and "us" in sm and sm.get("rel_err", 1) < 1e-2:
+                row["scaled_mm_tflops"] = round(tflops(m, n, k, sm["us"]), 2)
+                row["scaled_mm_us"] = round(sm["us"], 3)
+        msg = (f"N={n} K={k} M={m}: best {row.get('triton_us')} us ({row.get('triton_tflops')} TFLOPS) "
+               f"default {row.get('default_us')} us, cuBLASLt {row.get('scaled_mm_us')} us; "
+               f"{sum('us' in r for r in results)}/{len(results)} configs ran")
+        print(msg, flush=True)
+        if best is not None:
+            rows.append(row)
+        del sets, ref
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Table file
+# ------------------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, Any]:
+    import torch
+
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:  # noqa: BLE001
+        tv = None
+    return {"torch": torch.__version__, "triton": tv, "cuda": torch.version.cuda, "hip": torch.version.hip,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def write_table(path: Path, device: str, arch: str, shapes: dict[str, list], merge: bool = True) -> None:
+    data: dict[str, Any] = {"device": device, "arch": arch, "shapes": {}}
+    if merge and path.is_file():
+        with open(path) as fh:
+            old = json.load(fh)
+        if old.get("device") == device:
+            data = old
+    data["device"], data["arch"] = device, arch
+    data["versions"] = versions()
+    data.setdefault("shapes", {}).update(shapes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rocm-fp8 tune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, action="append", default=[], help="N (output features); repeat with --k")
+    p.add_argument("--k", type=int, action="append", default=[], help="K (input features); one per --n")
+    p.add_argument("--m", type=int, action="append", default=[],
+                   help=f"M to tune at (repeatable; default {' '.join(map(str, DEFAULT_MS))})")
+    p.add_argument("--output", type=Path, default=None,
+                   help="table to write/merge (default ./<device>.json)")
+    p.add_argument("--fp8", choices=("e4m3fn", "e4m3fnuz"), default=None,
+                   help="FP8 flavour (default: the device's)")
+    p.add_argument("--quick", action="store_true", help="fewer candidates")
+    p.add_argument("--no-scaled-mm", action="store_true", help="do not measure cuBLASLt beside")
+    p.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
+                   help="processes that compile candidates in parallel (1: compile while timing)")
+    p.add_argument("--log", type=Path, default=None, help="also write every candidate's timing here (JSON)")
+    args = p.parse_args(argv)
+    if not args.n or len(args.n) != len(args.k):
+        p.error(f"expected one --k per --n, got --n {args.n} --k {args.k}")
+    for v in args.n + args.k + args.m:
+        if v <= 0:
+            p.error(f"--n/--k/--m: expected positive integers, got {v}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("rocm-fp8 tune: torch is not installed", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available():
+        print("rocm-fp8 tune: no GPU is visible (tuning measures on the local GPU)", file=sys.stderr)
+        return 2
+    from rocm_fp8.kernel_configs import slug
+    from rocm_fp8.quant import FP8_DTYPES
+    from rocm_fp8.toolchain import detect
+
+    tc = detect()
+    fp8_name = args.fp8 or tc.fp8_flavour
+    fp8 = FP8_DTYPES[fp8_name]
+    device = torch.cuda.get_device_name()
+    output = args.output or Path(f"{slug(device)}.json")
+    ms = args.m or list(DEFAULT_MS)
+    with_sm = not args.no_scaled_mm and torch.version.hip is None and fp8_name == "e4m3fn"
+    hopper = torch.version.hip is None and torch.cuda.get_device_capability()[0] >= 9
+    items = [(m, n, k, c) for n, k in zip(args.n, args.k) for m in ms
+             for c in candidates(m, quick=args.quick, hopper=hopper)]
+    precompile(items, fp8_name, args.jobs)
+    log: list = []
+    for n, k in zip(args.n, args.k):
+        rows = tune_shape(n, k, ms, fp8, quick=args.quick, with_scaled_mm=with_sm, log=log)
+        write_table(output, device, tc.arch, {f"{n},{k}": rows})
+        if args.log:
+            args.log.parent.mkdir(parents=True, exist_ok=True)
+            args.log.write_text(json.dumps({"device": device, "versions": versions(), "results": log}) + "\n")
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
