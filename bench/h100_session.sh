@@ -24,6 +24,6 @@ ROCM_FP8_CONFIG_DIR="$OUT" timeout ${BENCH_TIMEOUT:-150} python3 bench/gemm.py -
 stamp overhead
 ROCM_FP8_CONFIG_DIR="$OUT" timeout 60 python3 bench/overhead.py --out "$OUT" 2>&1 | tail -n 20
 stamp tests
-ROCM_FP8_CONFIG_DIR="$OUT" timeout ${TEST_TIMEOUT:-120} python3 -m pytest -q -x tests/gpu -p no:cacheprovider \
+ROCM_FP8_CONFIG_DIR="$OUT" timeout ${TEST_TIMEOUT:-120} python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_gpu_kernels.py \
     --junitxml="$OUT/gpu-tests.xml" 2>&1 | tail -n 25
 stamp done
