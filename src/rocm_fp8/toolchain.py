@@ -179,7 +179,7 @@ class Toolchain:
             hip_version_str=format_version(hip_v),
             rocm_version=rocm_v,
             torch_hip=format_version(hip_v) if vendor == "amd" else None,
-            torch_cuda="12.8" if vendor == "nvidia" else None,
+            torch_cuda="13.0" if vendor == "nvidia" else None,
             triton_version="hypothetical" if triton else None,
             aiter_installed=aiter_ok,
             aiter_reason=aiter_reason,
@@ -521,28 +521,16 @@ def detect_live(arch: Optional[str] = None, aiter_commit: Optional[str] = None,
     warnings = list(facts.pop("warnings", ()))
     root = rocm_root()
     compiler = _detect_compiler(root)
-    if facts.get("torch_hip") or root:
-        facts.update({k: v for k, v in compiler.items() if not k.startswith("_")})
-        facts.update(_detect_aiter(compiler))
-        if facts.get("arch", "cpu") == "cpu":
-            agents, cus = _detect_agents(root)
-            if agents and not arch:
-                warnings.append(f"the ROCm tools see {', '.join(sorted(set(agents)))} but torch sees no GPU: "
-                                f"check --device /dev/kfd /dev/dri and the video/render groups")
-            facts.setdefault("extra", {})["agents"] = agents
-            if cus and arch is None and agents:
-                facts["extra"]["agent_cu_count"] = cus
-    else:
-        facts.update(aiter_installed=False, aiter_reason="aiter is not installed (pip package amd-aiter)")
-        try:
-            import importlib.util
-
-            if importlib.util.find_spec("aiter") is not None:
-                facts["aiter_installed"] = True
-                facts["aiter_reason"] = ("aiter is installed but unusable here: importing it runs hipconfig and "
-                                         "needs a ROCm install, and none was found (ROCM_PATH, ROCM_HOME, /opt/rocm)")
-        except (ImportError, ValueError):
-            pass
+    facts.update({k: v for k, v in compiler.items() if not k.startswith("_")})
+    facts.update(_detect_aiter(compiler))
+    if (facts.get("torch_hip") or root) and facts.get("arch", "cpu") == "cpu":
+        agents, cus = _detect_agents(root)
+        if agents and not arch:
+            warnings.append(f"the ROCm tools see {', '.join(sorted(set(agents)))} but torch sees no GPU: "
+                            f"check --device /dev/kfd /dev/dri and the video/render groups")
+        facts.setdefault("extra", {})["agents"] = agents
+        if cus and agents:
+            facts["extra"]["agent_cu_count"] = cus
     if arch:
         if facts.get("arch", "cpu") not in ("cpu", arch):
             warnings.append(f"--arch {arch} given but the visible device is {facts['arch']}: using the device")
