@@ -33,9 +33,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _clean_dispatch(monkeypatch, tmp_path_factory):
+def _clean_dispatch(request, monkeypatch, tmp_path_factory):
     for name in _OVERRIDES:
         monkeypatch.delenv(name, raising=False)
+    if "gpu" not in request.keywords:
+        # CPU tests describe this process, not a configuration baked into the machine: inside a
+        # rocm-fp8 image /etc/rocm-fp8/config.json says gfx950 (the test matrix runs them there)
+        monkeypatch.setenv("ROCM_FP8_CONFIG", "none")
     # probe reports from a developer's cache must not steer the tests
     monkeypatch.setenv("ROCM_FP8_CACHE", str(tmp_path_factory.mktemp("rocm-fp8-cache")))
     import rocm_fp8
