@@ -186,8 +186,9 @@ def _worker_main(argv: Sequence[str]) -> int:
             emit(event="case_start", n=n, k=k, m=m)
             t_case = time.perf_counter()
             # fresh inputs per M, rows of different magnitude so that per-row scales matter
-            x = torch.randn(m, k, generator=g) * (torch.rand(m, 1, generator=g) * 4 + 0.25)
-            x = x.to(device)
+            gx = g if device == "cpu" else torch.Generator(device=device).manual_seed(gen_seed + 7919 * m + n + k)
+            x = torch.randn(m, k, generator=gx, device=device) * (torch.rand(m, 1, generator=gx, device=device) * 4
+                                                                  + 0.25)
             try:
                 quant = getattr(backend, "quantize_input", None)
                 xq, xs = quant(x, fp8) if callable(quant) else quantize_activation(x, 128, dtype=fp8)
