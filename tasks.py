@@ -4,6 +4,7 @@
     invoke probe [--image TAG] [--args "..."]       invoke doctor [--image TAG]
     invoke install                                   invoke clean [--rocm ...] [--arch ...]
     invoke wheelhouse --dest DIR                     invoke standins [--prefix P]
+    invoke test-matrix [--rocm R] [--arch A] [--suite S] [--gpus 0,1] [--parallel N] [--report DIR] [--cpu-only]
 
 Defaults live in the namespace configuration at the bottom (key ``rocm_fp8``) and can be overridden
 in invoke.yaml or the environment (e.g. INVOKE_ROCM_FP8_REGISTRY=mirror.example.com).
@@ -110,13 +111,20 @@ def install(c, editable=False, config=None):
 
 
 @task(iterable=["rocm", "arch"], help={"prune": "also remove dangling images left by builds",
-                                       "repo": "image repository to clean"})
-def clean(c, rocm=None, arch=None, repo=None, prune=False):
+                                       "repo": "image repository to clean",
+                                       "standins": "also remove the test stand-in bases and fixtures"})
+def clean(c, rocm=None, arch=None, repo=None, prune=False, standins=False):
     """Remove built rocm-fp8 images (and with --prune, dangling build layers)."""
     from rocm_fp8_deploy import host
 
     with refusals():
         host.clean(_flavours(c, rocm, arch), repo or _cfg(c).repository, prune_cache=prune)
+        if standins:
+            from rocm_fp8_deploy.engine import connect
+            from rocm_fp8_deploy.standin import remove_standins
+
+            for tag in remove_standins(connect(), _cfg(c).fixture_prefix):
+                print(f"removed {tag}")
 
 
 @task(help={"dest": "directory to fill with wheels", "python": "the image's Python (3.12 for the rocm/pytorch bases)"})
@@ -142,11 +150,41 @@ def standins(c, rocm=None, prefix=None):
 
 
 # ---- test matrix (issue 6) -----------------------------------------------------------------
-# `test_matrix` is added here by the test-matrix work; register it in the namespace below.
+
+
+@task(iterable=["rocm", "arch", "suite"], help={
+    "rocm": "ROCm release line (repeatable); default: every flavour in the matrix",
+    "arch": "GPU arch (repeatable)",
+    "suite": "suite (repeatable): cpu, gpu, models, bench (see ci/matrix.toml)",
+    "gpus": "host GPU indices to use, e.g. 0,1,2,3 (default: all); cells run on disjoint GPUs",
+    "parallel": "cells to run at once",
+    "report": "directory for report.md, report.html, report.json and each cell's log and JUnit XML",
+    "cpu_only": "skip (visibly) the suites that need a GPU instead of failing them",
+    "matrix": "matrix file (default: ci/matrix.toml)",
+    "extra_tests": "a directory of extra test files run in every cell (e.g. a reproducer)",
+    "vendor": "GPU vendor: auto, amd, nvidia",
+})
+def test_matrix(c, rocm=None, arch=None, suite=None, gpus=None, parallel=1, report=None, cpu_only=False,
+                matrix=None, extra_tests=None, vendor="auto"):
+    """Run the test suites inside every image; verdicts from JUnit XML; non-zero exit when a cell fails."""
+    from rocm_fp8_deploy import matrix as mx
+    from rocm_fp8_deploy.report import headline, markdown
+
+    with refusals():
+        spec = mx.load_matrix(matrix or _cfg(c).matrix or ROOT / "ci" / "matrix.toml")
+        cells = mx.plan(spec, rocm=rocm, arch=arch, suites=suite, cpu_only=cpu_only)
+        options = mx.RunOptions(gpus=mx.parse_gpus(gpus), vendor=vendor, parallel=int(parallel), cpu_only=cpu_only,
+                                extra_tests=extra_tests, report_dir=report)
+        result = mx.run_matrix(spec, cells, options)
+    print("\n" + markdown(result, links=False))
+    if report:
+        print(f"report: {Path(report).resolve() / 'report.html'}")
+    if not result.ok:
+        raise Exit(f"test matrix {headline(result.to_dict())}", code=1)
 
 
 # ---- namespace -------------------------------------------------------------------------------
-ns = Collection(build, probe, doctor, install, clean, wheelhouse, standins)
+ns = Collection(build, probe, doctor, install, clean, wheelhouse, standins, test_matrix)
 ns.configure({
     "rocm_fp8": {
         "repository": "rocm-fp8",
@@ -155,5 +193,6 @@ ns.configure({
         "registry": None,
         "wheelhouse": None,
         "fixture_prefix": "fixture.rocm-fp8.invalid",
+        "matrix": None,   # test-matrix file; None = ci/matrix.toml
     },
 })

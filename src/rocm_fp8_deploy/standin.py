@@ -289,6 +289,14 @@ def build_standins(rocms: list[str], prefix: str = DEFAULT_FIXTURE_PREFIX, log: 
     return {rocm: fixture_image(client, rocm, python_tag, prefix, log) for rocm in rocms}
 
 
+def remove_standins(client: docker.DockerClient, prefix: str = DEFAULT_FIXTURE_PREFIX, log: Log = print) -> list[str]:
+    """Remove every stand-in image: the fixtures under ``prefix`` and all rocm-fp8-standin/* bases."""
+    removed = remove_fixtures(client, prefix, log)
+    for repository in ("rocm-fp8-standin/python", "rocm-fp8-standin/debian"):
+        removed += engine.remove_repository(client, repository)
+    return removed
+
+
 def remove_fixtures(client: docker.DockerClient, prefix: str, log: Log = print) -> list[str]:
     """Untag the fixture images under ``prefix`` (the shared Python base is kept: it is the slow one)."""
     removed = []

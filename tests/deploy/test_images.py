@@ -228,3 +228,30 @@ def test_example_serving_image_builds_from_ours(docker_client, built, tmp_path):
             docker_client.api.remove_image(tag, force=True)
         except Exception:  # noqa: BLE001 - cleanup only
             pass
+
+
+def _invoke(*args, timeout=600):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_invoke_doctor_and_probe_in_an_image(docker_client, built):
+    proc = _invoke("doctor", "--image", built["tags"]["7.0"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr          # no GPU here: the doctor must fail
+    assert "FAIL  /dev/kfd" in proc.stdout and "OK    configuration vs toolchain" in proc.stdout
+    proc = _invoke("probe", "--image", built["tags"]["7.0"], "--args", "--static --n 3072 --k 1536")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bpreshuffle-rocm70" in proc.stdout
+
+
+def test_invoke_clean_removes_the_flavour_tags(docker_client, built):
+    repository = built["repository"] + "-clean"
+    docker_client.api.tag(built["tags"]["7.0"], repository, "7.0-gfx950")
+    proc = _invoke("clean", "--rocm", "7.0", "--arch", "gfx950", "--repo", repository)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"removed {repository}:7.0-gfx950" in proc.stdout
+    assert not engine.image_exists(docker_client, f"{repository}:7.0-gfx950")
+    assert engine.image_exists(docker_client, built["tags"]["7.0"])  # untagged only, not the image

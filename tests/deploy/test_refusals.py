@@ -38,3 +38,20 @@ def test_invoke_build_refuses_unknown_flavours_listing_known_ones():
     proc = subprocess.run([sys.executable, "-m", "invoke", "build", "--rocm", "7.0", "--arch", "gfx90a"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "known: gfx942, gfx950" in proc.stderr + proc.stdout
+
+
+def test_push_without_a_registry_in_the_repository_is_refused():
+    from rocm_fp8_deploy.build import push_image
+
+    with pytest.raises(DeployError, match="--repo REGISTRY/NAMESPACE/rocm-fp8"):
+        push_image(None, "rocm-fp8:7.0-gfx950")
+
+
+def test_a_wheelhouse_without_the_pinned_aiter_is_refused(tmp_path):
+    from rocm_fp8_deploy.build import check_wheelhouse
+
+    with pytest.raises(DeployError, match="no such directory"):
+        check_wheelhouse(str(tmp_path / "missing"))
+    (tmp_path / "numpy-2.0-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    with pytest.raises(DeployError, match="no amd_aiter-0.1.7.post2.dev18 wheel"):
+        check_wheelhouse(str(tmp_path))
