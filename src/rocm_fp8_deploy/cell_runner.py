@@ -150,8 +150,8 @@ def main() -> int:
     import pytest
 
     # If the cell is about to be killed for its timeout, leave every thread's stack in the log first.
-    if spec.get("dump_after"):
-        faulthandler.dump_traceback_later(spec["dump_after"], exit=False)
+    if spec.get("dump_at"):
+        faulthandler.dump_traceback_later(max(spec["dump_at"] - (time.time() - started), 0.5), exit=False)
     args = list(spec["args"])
     print("[pytest] " + " ".join(args), flush=True)
     return int(pytest.main(args, plugins=[CurrentTest(os.path.join(out, "current-test"))]))

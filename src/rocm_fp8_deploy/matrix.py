@@ -635,7 +635,7 @@ def run_cell(client, cell: Cell, *, tools: Path, out_dir: Path, gpus: list[HostG
     for stale in ("junit.xml", "preflight.json", "current-test", "log.txt"):
         (out_dir / stale).unlink(missing_ok=True)
     timeout = cell.suite.timeout
-    spec = {"gpu": cell.suite.gpu, "tools": TOOLS_IN, "dump_after": max(timeout - 15, 1),
+    spec = {"gpu": cell.suite.gpu, "tools": TOOLS_IN, "dump_at": timeout - min(15.0, timeout * 0.25),
             "args": pytest_args(cell.suite, bool(options.extra_tests), options.pytest_args)}
     (out_dir / "spec.json").write_text(json.dumps(spec, indent=2))
     volumes = {str(tests): {"bind": TESTS_IN, "mode": "ro"}, str(tools): {"bind": TOOLS_IN, "mode": "ro"},
@@ -643,8 +643,12 @@ def run_cell(client, cell: Cell, *, tools: Path, out_dir: Path, gpus: list[HostG
     if options.extra_tests:
         volumes[str(Path(options.extra_tests).resolve())] = {"bind": EXTRA_IN, "mode": "ro"}
     run_options = gpu_run_options(gpus, shm_size)
-    environment = {**dict(cell.suite.env), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-                   "ROCM_FP8_MATRIX_CELL": cell.name}
+    # Child processes a test starts (`python -m pytest ...`) need the shipped pytest too.
+    image_env = dict(e.split("=", 1) for e in ((client.api.inspect_image(cell.flavour.image).get("Config") or {})
+                                                .get("Env") or []) if "=" in e)
+    pythonpath = ":".join(p for p in (TOOLS_IN, image_env.get("PYTHONPATH", "")) if p)
+    environment = {**dict(cell.suite.env), "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYTHONUNBUFFERED": "1", "ROCM_FP8_MATRIX_CELL": cell.name}
     progress.line(cell.name, f"start: {cell.flavour.image}, GPUs {[g.index for g in gpus] or 'none'}, "
                              f"timeout {timeout:.0f} s")
     started = time.time()

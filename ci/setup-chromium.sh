@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Headless Chromium for the test-matrix report test (tests/deploy/test_matrix.py renders report.html).
+#
+#   ci/setup-chromium.sh        install Debian's `chromium` when no chromium binary is on PATH
+#
+# The test runs it as root, offline, with a fresh profile:
+#   chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+#            --disable-component-update --disable-sync --user-data-dir=$(mktemp -d) --dump-dom FILE
+# (without the background-networking flags it tries to reach the network, which CI has closed).
+set -euo pipefail
+
+say() { echo "[setup-chromium] $*"; }
+
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    say "already installed: $(chromium --version 2>/dev/null || chromium-browser --version)"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    say "needs root to install chromium (run with sudo)"; exit 1
+fi
+say "installing chromium from Debian packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core
+say "installed: $(chromium --version)"
