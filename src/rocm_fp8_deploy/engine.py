@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Optional
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
 
 from rocm_fp8_deploy.errors import DeployError
 from rocm_fp8_deploy.flavours import split_tag
@@ -155,9 +157,9 @@ def run_in_image(client: docker.DockerClient, image: str, command: list[str] | s
         try:
             status = container.wait(timeout=timeout)
             exit_code = int(status.get("StatusCode", -1))
-        except Exception as exc:  # requests' ReadTimeout / ConnectionError from wait(timeout=)
-            if "timed out" not in str(exc).lower() and "timeout" not in type(exc).__name__.lower():
-                raise
+        except (ReadTimeout, RequestsConnectionError):
+            # docker-py surfaces wait(timeout=) expiring as requests' ReadTimeout (or a
+            # ConnectionError wrapping urllib3's read timeout, depending on the transport)
             timed_out = True
             container.kill()
             exit_code = int(container.wait(timeout=60).get("StatusCode", -1))

@@ -255,3 +255,18 @@ def test_invoke_clean_removes_the_flavour_tags(docker_client, built):
     assert f"removed {repository}:7.0-gfx950" in proc.stdout
     assert not engine.image_exists(docker_client, f"{repository}:7.0-gfx950")
     assert engine.image_exists(docker_client, built["tags"]["7.0"])  # untagged only, not the image
+
+
+def test_run_in_image_streams_and_kills_a_container_past_its_timeout(docker_client, fixture_prefix):
+    from rocm_fp8_deploy.standin import fixture_tag
+
+    seen: list[str] = []
+    started = time.time()
+    result = engine.run_in_image(docker_client, fixture_tag("7.0", fixture_prefix),
+                                 ["sh", "-c", "echo first; echo second; sleep 60"], timeout=3, stream=seen.append)
+    assert result.timed_out and not result.ok and time.time() - started < 30
+    assert seen[:2] == ["first", "second"] and result.output.startswith("first\nsecond\n")
+    # the recorded toolchain answers --version only, and says it is a fixture otherwise
+    result = engine.run_in_image(docker_client, fixture_tag("7.0", fixture_prefix), ["hipcc", "-c", "x.cpp"],
+                                 timeout=60)
+    assert result.exit_code == 2 and "recorded toolchain fixture" in result.output
