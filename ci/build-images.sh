@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: build the rocm-fp8 images for ROCm 7.0 and 7.2 (gfx950, where the
+# two releases differ) with `invoke build`, then ask each image, as its non-root user, what it runs.
+#
+# Where the real ROCm bases cannot be pulled (no registry, as on a CI box), the same `invoke build`
+# runs against stand-in bases: a debootstrapped Debian with CPU torch and a *recorded* ROCm 7.0 / 7.2
+# toolchain (hipcc/hipconfig replay real --version output). Those images cannot run a GPU kernel;
+# they show the product path and the baked configuration. Set ROCM_FP8_REAL_BASES=1 on a ROCm host
+# with registry access to build the real images instead (extra arguments go to `invoke build`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/bootstrap.sh
+bash ci/setup-docker.sh start
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+if [ "${ROCM_FP8_REAL_BASES:-0}" = "1" ]; then
+    invoke build --rocm 7.0 --rocm 7.2 "$@"
+    exit 0
+fi
+
+PREFIX="${ROCM_FP8_FIXTURE_PREFIX:-fixture.rocm-fp8.invalid}"
+WHEELHOUSE="${ROCM_FP8_WHEELHOUSE:-$HOME/.cache/rocm-fp8/wheelhouse-product-py311}"
+
+echo "== stand-in bases (no ROCm registry here): $PREFIX/rocm/pytorch:*"
+invoke standins --rocm 7.0 --rocm 7.2 --prefix "$PREFIX"
+echo "== wheelhouse for the image's Python 3.11: $WHEELHOUSE"
+invoke wheelhouse --dest "$WHEELHOUSE" --python 3.11
+echo "== invoke build"
+invoke build --rocm 7.0 --rocm 7.2 --arch gfx950 --registry "$PREFIX" --wheelhouse "$WHEELHOUSE" \
+    --allow-fixture --no-prebuild "$@"
+
+for tag in rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950; do
+    echo
+    echo "== $tag: labels"
+    docker image inspect "$tag" --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' \
+        | grep -E '^rocm-fp8\.(rocm-version|hipcc-version|arch|aiter-version|version|verdicts)='
+    echo "== $tag: rocm-fp8 explain --n 2048 --k 3072 --m 4096 (MiniMax-M2.5 qkv at TP4), as user rocm-fp8"
+    docker run --rm "$tag" rocm-fp8 explain --n 2048 --k 3072 --m 4096 --arch gfx950 \
+        --hip "$(docker run --rm "$tag" sh -c 'hipconfig --version' | cut -d- -f1)" | sed -n '1,4p'
+done
+echo
+echo "built: rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950 (docker daemon left running; stop it with: bash ci/setup-docker.sh stop)"
