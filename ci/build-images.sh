@@ -36,9 +36,9 @@ for tag in rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950; do
     echo "== $tag: labels"
     docker image inspect "$tag" --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' \
         | grep -E '^rocm-fp8\.(rocm-version|hipcc-version|arch|aiter-version|version|verdicts)='
-    echo "== $tag: rocm-fp8 explain --n 2048 --k 3072 --m 4096 (MiniMax-M2.5 qkv at TP4), as user rocm-fp8"
-    docker run --rm "$tag" rocm-fp8 explain --n 2048 --k 3072 --m 4096 --arch gfx950 \
-        --hip "$(docker run --rm "$tag" sh -c 'hipconfig --version' | cut -d- -f1)" | sed -n '1,4p'
+    echo "== $tag: rocm-fp8 explain --n 2048 --k 3072 --m 4096 (MiniMax-M2.5 qkv at TP4), as user rocm-fp8,"
+    echo "   from the configuration baked into the image"
+    docker run --rm "$tag" rocm-fp8 explain --n 2048 --k 3072 --m 4096
 done
 echo
 echo "built: rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950 (docker daemon left running; stop it with: bash ci/setup-docker.sh stop)"

@@ -1,5 +1,5 @@
 import sys
 
-from rocm_fp8.cli import main
+from rocm_fp8.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

@@ -165,5 +165,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
 
 
+def entry_point() -> int:
+    """The console script: ``main`` plus a quiet exit when the reader of our output goes away."""
+    try:
+        return main()
+    except BrokenPipeError:
+        sys.stderr.close()  # `rocm-fp8 info | head`: nothing left to tell
+        return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry_point())
