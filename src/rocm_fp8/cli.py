@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-aiter", action="store_true", help="hypothetical machine without aiter")
     ex.add_argument("--aiter-version", metavar="VERSION", help="hypothetical aiter version")
     ex.add_argument("--aiter-commit", metavar="SHA", help="hypothetical aiter commit")
+    ex.add_argument("--aiter-commit-date", metavar="YYYY-MM-DD", help="date of that aiter commit")
     ex.add_argument("--backend", default="auto", help="explain an explicit request instead of 'auto'")
     ex.add_argument("--fp8", choices=["e4m3fn", "e4m3fnuz"], help="weight FP8 flavour (default: the arch's)")
     ex.add_argument("--out-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -74,14 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _toolchain_for(args) -> "Toolchain":
     from rocm_fp8.toolchain import Toolchain, detect
 
-    hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit))
+    hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit,
+                                               args.aiter_commit_date))
     if not hypothetical and not args.no_aiter:
         return detect()
     if args.arch is None:
         raise ValueError("--arch: required when describing a hypothetical machine (--hip/--rocm/--no-aiter/--aiter-*); "
                          "expected one of gfx942, gfx950, sm90, cpu")
     return Toolchain.hypothetical(args.arch, hip=args.hip, rocm=args.rocm, aiter=not args.no_aiter,
-                                  aiter_version=args.aiter_version, aiter_commit=args.aiter_commit)
+                                  aiter_version=args.aiter_version, aiter_commit=args.aiter_commit,
+                                  aiter_commit_date=args.aiter_commit_date)
 
 
 def cmd_explain(args) -> int:
@@ -121,16 +124,10 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
-    tc = data["toolchain"]
+    from rocm_fp8.toolchain import detect, format_toolchain
+
     print(f"rocm_fp8 {data['rocm_fp8']}")
-    print("toolchain" + (f" ({tc['source']})" if tc.get("source") else "") + ":")
-    for key in ("arch", "arch_full", "device_name", "cu_count", "fp8_flavour", "hip_version_str", "rocm_version",
-                "clang_version", "torch_version", "torch_hip", "torch_cuda", "triton_version", "triton_interpret",
-                "aiter_installed", "aiter_version", "aiter_commit", "aiter_reason"):
-        if key in tc and tc[key] not in (None, "", False) or key in ("arch", "aiter_installed"):
-            print(f"  {key:<16} {tc.get(key)}")
-    for w in data["warnings"]:
-        print(f"warning: {w}")
+    print(format_toolchain(detect()))
     print("backends:")
     for r in data["backends"]:
         print(f"  {r['backend']:<18} {'yes' if r['available'] else 'no':<4} {r['reason']}")

@@ -34,6 +34,7 @@ _lock = threading.RLock()
 _decisions: dict[tuple, policy.Decision] = {}
 _prepared = WeakTensorKeyDictionary()        # weight -> {backend name: PreparedWeight}
 _failed: set[tuple] = set()                   # (backend, n, k, bucket) that raised at run time
+_backend_of: dict = {}                        # Decision -> its backend object (saves a locked lookup)
 _logged: set[tuple] = set()
 _settings: Optional[dict] = None
 _evidence: Optional[list] = None
@@ -41,13 +42,21 @@ _evidence: Optional[list] = None
 generation = 0
 
 
-def clear_caches() -> None:
+def clear_caches(redetect: bool = False) -> None:
     """Forget decisions, prepared weights, env settings and evidence (after registering a backend,
-    writing a probe report or changing the environment)."""
+    writing a probe report or changing the environment). ``redetect=True`` also forgets the detected
+    toolchain and the loaded ledger files (after changing ROCM_FP8_CONFIG or ROCM_FP8_LEDGER)."""
     global _settings, _evidence, generation
+    if redetect:
+        from rocm_fp8 import ledger
+        from rocm_fp8.toolchain import set_current
+
+        set_current(None)
+        ledger.reset()
     with _lock:
         generation += 1
         _decisions.clear()
+        _backend_of.clear()
         _prepared.clear()
         _failed.clear()
         _logged.clear()
@@ -176,8 +185,10 @@ def run_2d(x2d: torch.Tensor, x_scale: Optional[torch.Tensor], weight: torch.Ten
     device_type = x2d.device.type
     while True:
         d = decide(n, k, m, fp8_name, out_name, device_type, requested, block)
-        raise_for(d)
-        be = _registry.get_backend(d.backend)
+        be = _backend_of.get(d)
+        if be is None:
+            raise_for(d)
+            be = _backend_of[d] = _registry.get_backend(d.backend)
         try:
             if x_scale is None:
                 xq, xs = be.quantize_input(x2d, weight.dtype, block[1])

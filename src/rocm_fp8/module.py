@@ -14,7 +14,7 @@ from torch import nn
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch
-from rocm_fp8.ops import _impl, check_args, w8a8_block_fp8_linear
+from rocm_fp8.ops import _FLOAT_INPUTS, _impl, check_args, w8a8_block_fp8_linear
 from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resolve_fp8_dtype
 
 #: the M buckets ``plan()`` fills by default: 1 .. 32768
@@ -150,8 +150,12 @@ class Fp8BlockLinear(nn.Module):
         if torch.compiler.is_compiling():
             return w8a8_block_fp8_linear(x, self.weight, self.weight_scale, input_scale=x_scale, bias=self.bias,
                                          block_size=self.block_size, out_dtype=self.out_dtype, backend=self.backend)
-        block, out_dtype = check_args(x, self.weight, self.weight_scale, x_scale, self.bias, self.block_size,
-                                      self.out_dtype)
+        if self._input_ok(x, x_scale):
+            block = self.block_size
+            out_dtype = self.out_dtype or (x.dtype if x_scale is None else torch.bfloat16)
+        else:  # the full check, for its precise message (or for an unusual but valid call)
+            block, out_dtype = check_args(x, self.weight, self.weight_scale, x_scale, self.bias, self.block_size,
+                                          self.out_dtype)
         lead = x.shape[:-1]
         m = x.numel() // self.in_features if self.in_features else 0
         if m == 0:
@@ -174,6 +178,18 @@ class Fp8BlockLinear(nn.Module):
         if y.dtype != out_dtype:
             y = y.to(out_dtype)
         return y.reshape(*lead, self.out_features)
+
+    def _input_ok(self, x, x_scale) -> bool:
+        """The common case, cheaply: the weight was checked when the layer was built."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.in_features:
+            return False
+        if x.device != self.weight.device:
+            return False
+        if x_scale is None:
+            return x.dtype in _FLOAT_INPUTS
+        return (isinstance(x_scale, torch.Tensor) and x.dtype == self.weight.dtype and x_scale.dtype == torch.float32
+                and x_scale.device == x.device
+                and x_scale.shape == (*x.shape[:-1], self.in_features // self.block_size[1]))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -78,6 +78,8 @@ def check_here(name: str, toolchain) -> tuple[bool, str]:
     if not toolchain.aiter_installed:
         why = toolchain.aiter_reason or "aiter is not installed"
         return refuse(f"{name}: {why} (pip install amd-aiter, with ROCm present)")
+    if toolchain.aiter_reason:  # installed, but known to be unusable here (e.g. no ROCm to import it with)
+        return refuse(f"{name}: {toolchain.aiter_reason}")
     return OK
 
 
