@@ -20,7 +20,7 @@ def main() -> int:
             "cuda": torch.version.cuda, "capability": torch.cuda.get_device_capability(),
             "sms": torch.cuda.get_device_properties(0).multi_processor_count,
             "l2_bytes": getattr(torch.cuda.get_device_properties(0), "L2_cache_size", None),
-            "tensor_descriptor": tb._TensorDescriptor is not None, "warp_specialize": tb.HAS_WARP_SPECIALIZE,
+            "tensor_descriptor": tb._TensorDescriptor is not None,
             "scaled_mm": {}}
     n, k = 2112, 1024
     w = (torch.randn(n, k, device="cuda") * 10).to(torch.float8_e4m3fn)

@@ -161,7 +161,7 @@ def markdown(result) -> str:
         short = (f"{cfg.get('block_m')}x{cfg.get('block_n')} w{cfg.get('num_warps')} s{cfg.get('num_stages')}"
                  f"{' sk' + str(cfg['split_k']) if cfg.get('split_k', 1) > 1 else ''}"
                  f"{' P' if cfg.get('persistent') else ''}{' TMA' if cfg.get('tma') else ''}"
-                 f"{' WS' if cfg.get('warp_specialize') else ''}")
+                 f"{' F' if cfg.get('frame') else ''}")
         lines.append(f"| {c['n']},{c['k']} | {c['m']} | {cellv('bf16')} | {cellv('cublaslt')} | "
                      f"{cellv('triton_tuned')} | {cellv('triton_default')} | {ratio} | {short} |")
     errs = [(c["n"], c["k"], c["m"], v, c[v]["error"]) for c in result["cells"] for v in VARIANTS

@@ -18,7 +18,8 @@ stamp tune
 args=""
 for s in $SHAPES; do args="$args --n ${s%,*} --k ${s#*,}"; done
 timeout ${TUNE_TIMEOUT:-300} python3 -m rocm_fp8.tune $args ${QUICK:+--quick} --output "$OUT/$TABLE_NAME.json" \
-    --log "$OUT/tune-log.json" 2>&1 | tail -n 80
+    --log "$OUT/tune-log.json" > "$OUT/tune.txt" 2>&1
+grep -E "^(N=|precompiled|does not|precompile|wrote)" "$OUT/tune.txt" | cut -c1-220 | tail -n 75
 stamp bench
 ROCM_FP8_CONFIG_DIR="$OUT" timeout ${BENCH_TIMEOUT:-150} python3 bench/gemm.py --out "$OUT" 2>&1 | tail -n 40
 stamp overhead

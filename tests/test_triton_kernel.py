@@ -99,6 +99,9 @@ CASES = [
     (33, 320, 256, dict(block_m=32, block_n=256, persistent=True)),          # BN > weight block, persistent
     (70, 264, 384, dict(block_m=64, block_n=128, group_m=2)),                # N = 2*128 + 8, grouped order
     (5, 136, 208, dict(block_m=16, block_n=32, split_k=3)),                  # K = 128 + 80 (partial group)
+    (37, 320, 512, dict(block_m=32, block_n=64, frame=True)),                # rescaled accumulator
+    (20, 320, 384, dict(block_m=16, block_n=256, frame=True, split_k=2)),    # ... with per-column scales
+    (9, 264, 208, dict(block_m=16, block_n=128, frame=True, persistent=True)),  # ... partial K group
 ]
 
 
@@ -132,6 +135,25 @@ def test_quantized_end_to_end(kernel):
     ref = x.double() @ w.double().t()
     rel = ((y.double() - ref).norm() / ref.norm()).item()
     assert rel < 0.1, rel  # FP8 quantization error, not kernel error
+
+
+@pytest.mark.parametrize("bn", [64, 256])
+def test_frame_survives_tiny_and_zero_scales(kernel, bn):
+    """The rescaled accumulator divides by scales: zero or tiny scales must not give NaN/Inf."""
+    x_q, x_s, w_q, w_s = make_operands(16, 256, 512, FN, seed=21)
+    x_s = x_s.clone()
+    x_s[3, 1] = 0.0        # a group dequantizing to zero
+    x_s[5, :] = 1e-30      # a row far below the clamp
+    x_s[7, 2] = 1.0        # and one 100x above the rest
+    w_s = w_s.clone()
+    w_s[0, 3] = 0.0
+    cfg = kernel.KernelConfig(block_m=16, block_n=bn, frame=True)
+    y = run_poisoned(kernel, (x_q, x_s, w_q, w_s), torch.float16, cfg)
+    ref = reference(x_q, x_s, w_q, w_s)
+    assert torch.isfinite(y).all()
+    rel = ((y.double() - ref).norm() / ref.norm()).item()
+    assert rel < 1e-3, rel
+    assert y[5].abs().max().item() < 1e-2  # the 1e-30 row stays (near) zero
 
 
 def test_split_k_is_deterministic(kernel):

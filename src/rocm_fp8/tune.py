@@ -168,41 +168,44 @@ def rel_error(y, ref) -> float:
 
 
 def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict[str, Any]]:
-    """Configurations worth timing at this M (dicts for KernelConfig)."""
+    """Configurations worth timing at this M (dicts for KernelConfig).
+
+    Small M is weight-bandwidth bound: narrow tiles and split-K to occupy every SM. Large M is
+    tensor-core bound: wide tiles, the rescaled-accumulator scheme (``frame``), TMA loads and a
+    persistent grid where this GPU has them.
+    """
     out: list[dict[str, Any]] = []
     if m <= 16:
-        for bn in (32, 64, 128):
-            for split in (1, 2, 4, 8):
-                for stages in ((4,) if quick else (3, 5)):
-                    out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4,
-                                    num_stages=stages))
+        for bn, split in ((64, 1), (64, 2), (64, 4), (64, 8), (128, 1), (128, 2), (128, 4), (32, 2), (32, 4)):
+            out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4, num_stages=4))
+        if not quick:
+            out += [dict(block_m=16, block_n=64, group_m=1, split_k=s, num_warps=4, num_stages=6) for s in (2, 4)]
     elif m <= 64:
-        for bm, bn, w in ((64, 64, 4), (64, 128, 4), (32, 128, 4), (64, 256, 8), (32, 64, 4)):
+        for bm, bn in ((64, 64), (64, 128), (32, 64)):
             for split in (1, 2, 4):
-                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4))
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=4, num_stages=4))
     elif m <= 256:
-        for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (128, 64, 4), (64, 64, 4)):
+        for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (64, 64, 4)):
             for split in (1, 2):
-                for stages in ((4,) if quick else (3, 4)):
-                    out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w,
-                                    num_stages=stages))
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4,
+                                frame=True))
+        out += [dict(block_m=64, block_n=128, group_m=8, split_k=s, num_warps=4, num_stages=4) for s in (1, 2)]
     else:
-        shapes = ((128, 128, 8), (128, 256, 8), (256, 128, 8), (128, 128, 4), (64, 256, 4))
-        for bm, bn, w in shapes:
-            for stages in (3, 4):
-                for persistent in (False, True):
-                    for tma in ((False, True) if hopper else (False,)):
-                        if quick and (persistent or tma) and (bm, bn) != (128, 128):
-                            continue
-                        out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
-                                        persistent=persistent, tma=tma))
-        if hopper:
-            for bm, bn, w in ((128, 128, 8), (128, 256, 8), (128, 128, 4)):
-                for stages in (3, 4):
-                    out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
-                                    warp_specialize=True))
-                    out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=stages,
-                                    warp_specialize=True, tma=True))
+        tiles = ((128, 128, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3), (256, 128, 8, 3), (64, 256, 4, 3),
+                 (64, 128, 4, 4))
+        modes = ((False, False), (True, True), (False, True)) if hopper else ((False, False), (True, False))
+        for bm, bn, w, st in tiles:
+            for persistent, tma in modes:
+                if quick and (persistent or tma) and (bm, bn) != (128, 128):
+                    continue
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=st,
+                                persistent=persistent, tma=tma, frame=True))
+        out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=p, tma=p)
+                for p in (False, True)]
+        # two CTAs per SM fit (about 116 registers, 96 KB shared): a persistent grid of 2 x SMs
+        out += [dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=st, persistent=True, tma=t,
+                     programs_per_sm=2, frame=True)
+                for bm, bn, w, st in ((128, 128, 8, 3), (64, 128, 4, 4)) for t in ((False, True) if hopper else (False,))]
     # drop configs whose shared memory (stages x (BM + BN) x 128 B) cannot fit in 228 KB
     return [c for c in out if c["num_stages"] * (c["block_m"] + c["block_n"]) * 128 <= 220 * 1024]
 
@@ -227,27 +230,45 @@ def _precompile_worker(payload):
     return errors
 
 
-def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, jobs: int) -> None:
-    """Compile (m, n, k, cfg) items in ``jobs`` processes; M is only a specialization (1 or not)."""
+def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, jobs: int,
+               timeout_s: float = 240.0) -> None:
+    """Compile each distinct config once, in ``jobs`` processes (M, N, K are not specialized, so one
+    representative shape serves all). A worker that crashes or hangs costs only its chunk: the
+    timing pass compiles what is missing, and drops what does not build."""
     if jobs <= 1 or not shape_items:
         return
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, wait
 
     seen, work = set(), []
     n0, k0 = shape_items[0][1], shape_items[0][2]
     for m, n, k, cfg in shape_items:
-        key = json.dumps(cfg, sort_keys=True)  # M is not specialized: one compile serves every M
+        key = json.dumps(cfg, sort_keys=True)
         if key not in seen:
             seen.add(key)
             work.append((16, cfg))
-    chunks = [work[i::jobs] for i in range(jobs)]
-    ctx = mp.get_context("spawn")
+    chunks = [c for c in (work[i::jobs] for i in range(jobs)) if c]
     t0 = time.time()
-    with ctx.Pool(jobs) as pool:
-        results = pool.map(_precompile_worker, [(n0, k0, fp8_name, c) for c in chunks if c])
-    failed = sum(len(r) for r in results)
-    print(f"precompiled {len(work)} kernels in {time.time() - t0:.0f}s with {jobs} processes "
-          f"({failed} failed to compile)", flush=True)
+    failed = 0
+    pool = ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(_precompile_worker, (n0, k0, fp8_name, c)) for c in chunks]
+        done, pending = wait(futures, timeout=timeout_s)
+        for f in done:
+            try:
+                errs = f.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker
+                print(f"precompile worker failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            failed += len(errs)
+            for m, cfg, err in errs:
+                print(f"does not compile: {cfg}: {err.splitlines()[0][:200] if err else ''}", flush=True)
+        if pending:
+            print(f"precompile: {len(pending)} workers still running after {timeout_s:.0f}s; going on", flush=True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    print(f"precompiled {len(work)} configs in {time.time() - t0:.0f}s with {len(chunks)} processes "
+          f"({failed} failed)", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------

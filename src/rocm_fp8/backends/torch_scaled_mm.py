@@ -2,8 +2,9 @@
 
 cuBLASLt wants: A [M, K] row-major, B as a column-major [K, N] view (``w_q.t()``), the activation
 scales [M, K/128] M-contiguous (strides (1, M)) and the weight scales as ``w_scale.t()``
-([K/128, N/128]). It refuses small M (CUBLAS_STATUS_NOT_SUPPORTED at M=1 on an H100 with torch
-2.11+cu130): such M are padded up to ``MIN_M`` rows, and the extra rows are dropped.
+([K/128, N/128]). It refuses M that is not a multiple of 4 (CUBLAS_STATUS_NOT_SUPPORTED at
+M = 1, 2, 3, 5, 15, 17, 33, 65; fine at 4, 8, 12, 16, 24, 32, 48, 64 on an H100 with torch
+2.11+cu130, bench/env_probe.py): such M are padded up with zero rows (scale 1), which are dropped.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
 from rocm_fp8.toolchain import parse_version
 
-#: M below this is padded (cuBLASLt's blockwise FP8 kernels refuse tiny M); see tests/gpu
-MIN_M = 16
-#: and M is rounded up to a multiple of this (the M-contiguous scale layout wants aligned rows)
+#: M below this is padded
+MIN_M = 4
+#: and M is rounded up to a multiple of this (measured: cuBLASLt refuses other M)
 ALIGN_M = 4
 
 

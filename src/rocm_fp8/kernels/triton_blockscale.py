@@ -47,26 +47,6 @@ def _device_caps(index: int) -> tuple[bool, tuple[int, int], int]:
     return (torch.version.hip is not None, (props.major, props.minor), props.multi_processor_count)
 
 
-def _range_has_warp_specialize() -> bool:
-    import inspect
-
-    try:
-        return "warp_specialize" in inspect.signature(tl.range).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-HAS_WARP_SPECIALIZE = _range_has_warp_specialize()
-
-
-def warp_specialize_supported(device: torch.device) -> bool:
-    """Triton's automatic warp specialization: a Triton that has it and an NVIDIA Hopper+ GPU."""
-    if not HAS_WARP_SPECIALIZE or device.type != "cuda" or interpreting():
-        return False
-    is_hip, cap, _ = _device_caps(device.index if device.index is not None else torch.cuda.current_device())
-    return (not is_hip) and cap[0] >= 9
-
-
 def tma_supported(device: torch.device) -> bool:
     """Whether TMA loads can be used: Triton's host descriptors, an NVIDIA Hopper+ GPU, compiled mode."""
     if _TensorDescriptor is None or device.type != "cuda" or interpreting():
@@ -81,11 +61,18 @@ def tma_supported(device: torch.device) -> bool:
 
 
 @triton.jit
-def _kstep(acc, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
+def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
            stride_ak, stride_bk, stride_ask, stride_bsk,
            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr):
-    """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales."""
+           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
+    """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales.
+
+    FRAME=False: ``acc += dot(a, b) * s`` (a multiply and an add per element per block).
+    FRAME=True: ``acc`` is kept divided by the current block's scale (``pa`` per row, ``pb`` per
+    column), so the tensor cores do the add: ``acc = dot(a, b, acc * s_prev / s)``; one multiply per
+    element, fewer live registers (no separate product tile), and ``_tile`` multiplies the last scale
+    back in. Scales are clamped to |s| >= 1e-15 so the division stays finite.
+    """
     k0 = kb * BLOCK_K
     if USE_TMA:
         a = a_ptr.load([pid_m * BLOCK_M, k0])
@@ -99,12 +86,25 @@ def _kstep(acc, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs
         b = tl.load(b_ptr + b_offs + k0 * stride_bk, mask=k_ok[None, :], other=0.0)
     a_s = tl.load(as_ptrs + kb * stride_ask)
     b_s = tl.load(bs_ptrs + kb * stride_bsk)
-    part = tl.dot(a, tl.trans(b))
-    if BLOCK_N > SCALE_BLOCK_N:
-        acc += part * (a_s[:, None] * b_s[None, :])
+    if FRAME:
+        a_s = tl.where(tl.abs(a_s) < 1e-15, 1e-15, a_s)
+        b_s = tl.where(tl.abs(b_s) < 1e-15, 1e-15, b_s)
+        if BLOCK_N > SCALE_BLOCK_N:
+            ratio = (pa / a_s)[:, None] * (pb / b_s)[None, :]
+            pb = b_s
+        else:
+            s = a_s * b_s
+            ratio = (pa / s)[:, None]
+            a_s = s
+        acc = tl.dot(a, tl.trans(b), acc * ratio)
+        pa = a_s
     else:
-        acc += part * (a_s * b_s)[:, None]
-    return acc
+        part = tl.dot(a, tl.trans(b))
+        if BLOCK_N > SCALE_BLOCK_N:
+            acc += part * (a_s[:, None] * b_s[None, :])
+        else:
+            acc += part * (a_s * b_s)[:, None]
+    return acc, pa, pb
 
 
 @triton.jit
@@ -114,7 +114,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
           stride_asm, stride_ask, stride_bsn, stride_bsk,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
           GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
-          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr):
+          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     tiles_per_split = num_pid_m * num_pid_n
@@ -149,16 +149,19 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
     b_ptrs = offs_bn[:, None] * stride_bn + offs_k[None, :] * stride_bk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if WARP_SPEC:
-        for kb in tl.range(kb_lo, kb_hi, warp_specialize=True):
-            acc = _kstep(acc, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, offs_k, K,
-                         stride_ak, stride_bk, stride_ask, stride_bsk,
-                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N)
-    else:
-        for kb in range(kb_lo, kb_hi):
-            acc = _kstep(acc, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, offs_k, K,
-                         stride_ak, stride_bk, stride_ask, stride_bsk,
-                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N)
+    # FRAME: per-row (pa) and per-column (pb) scale the accumulator is currently divided by;
+    # with BLOCK_N <= 128, pa holds the product of both scales and pb stays 1.
+    pa = tl.full((BLOCK_M,), 1.0, tl.float32)
+    pb = tl.full((BLOCK_N,), 1.0, tl.float32)
+    for kb in range(kb_lo, kb_hi):
+        acc, pa, pb = _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
+                             offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
+                             BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME)
+    if FRAME:
+        if BLOCK_N > SCALE_BLOCK_N:
+            acc = acc * (pa[:, None] * pb[None, :])
+        else:
+            acc = acc * pa[:, None]
 
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     if SPLIT_K == 1:
@@ -181,7 +184,7 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                             GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
                             USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
-                            SCALE_BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr):
+                            SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
     pid = tl.program_id(0)
     if PERSISTENT:
         num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N) * SPLIT_K
@@ -190,13 +193,13 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                   stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                   stride_asm, stride_ask, stride_bsn, stride_bsk,
                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  WARP_SPEC)
+                  FRAME)
     else:
         _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
               stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
               stride_asm, stride_ask, stride_bsn, stride_bsk,
               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  WARP_SPEC)
+                  FRAME)
 
 
 @triton.jit
@@ -230,8 +233,9 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 3
     persistent: bool = False
+    programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
-    warp_specialize: bool = False
+    frame: bool = False
     waves_per_eu: Optional[int] = None
     matrix_instr_nonkdim: Optional[int] = None
     kpack: Optional[int] = None
@@ -258,6 +262,8 @@ class KernelConfig:
             raise ValueError(f"config.block_m: expected a power of two in [16, 256], got {self.block_m}")
         if not (pow2(self.block_n) and 16 <= self.block_n <= 256):
             raise ValueError(f"config.block_n: expected a power of two in [16, 256], got {self.block_n}")
+        if self.programs_per_sm < 1:
+            raise ValueError(f"config.programs_per_sm: expected >= 1, got {self.programs_per_sm}")
         if self.group_m < 1 or self.split_k < 1:
             raise ValueError(f"config.group_m/split_k: expected >= 1, got {self.group_m}/{self.split_k}")
         if not pow2(self.num_warps):
@@ -393,7 +399,7 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig) -> None:
     split = max(1, min(cfg.split_k, k_blocks))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split
     if cfg.persistent:
-        programs = min(tiles, num_sms(dev))
+        programs = min(tiles, num_sms(dev) * cfg.programs_per_sm)
     else:
         programs = tiles
     ws = out
@@ -413,7 +419,7 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig) -> None:
         programs,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=GROUP_K, GROUP_M=cfg.group_m, SPLIT_K=split,
         EVEN_K=(k % GROUP_K == 0), USE_TMA=use_tma, PERSISTENT=cfg.persistent,
-        SCALE_BLOCK_N=GROUP_N, WARP_SPEC=cfg.warp_specialize and warp_specialize_supported(dev),
+        SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
         **_compiler_options(cfg, dev),
     )
     if split > 1:
