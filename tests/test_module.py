@@ -20,6 +20,8 @@ def test_from_linear_matches_the_float_layer(rng):
     y = layer(x)
     assert y.shape == (2, 7, 2112) and y.dtype == torch.float32
     assert_close(y, lin(x).detach(), rel_tol=0.06, cos_min=0.998)
+    # like nn.Linear, the output follows the input's dtype
+    assert layer(x.bfloat16()).dtype == torch.bfloat16
 
 
 def test_plan_is_per_bucket_and_forward_uses_it(rng):
@@ -36,7 +38,7 @@ def test_state_dict_round_trip_and_replan(rng):
     lin = torch.nn.Linear(256, 128)
     layer = Fp8BlockLinear.from_linear(lin, fp8_dtype="e4m3fn")
     layer.plan([8])
-    other = Fp8BlockLinear(256, 128, fp8_dtype="e4m3fn", out_dtype=torch.float32)
+    other = Fp8BlockLinear(256, 128, fp8_dtype="e4m3fn", bias_dtype=torch.float32)
     other.load_state_dict(layer.state_dict())
     assert other._plan == {}
     x = torch.randn(8, 256, generator=rng)

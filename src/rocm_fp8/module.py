@@ -60,8 +60,8 @@ class Fp8BlockLinear(nn.Module):
         w = linear.weight.detach()
         wq, ws = quantize_weight(w, tuple(block_size), dtype=fp8_dtype)
         bias = linear.bias.detach() if linear.bias is not None else None
-        return cls.from_checkpoint(wq, ws, bias, block_size=block_size, out_dtype=out_dtype or w.dtype,
-                                   backend=backend)
+        # out_dtype None: the output follows the input's dtype, as nn.Linear's does
+        return cls.from_checkpoint(wq, ws, bias, block_size=block_size, out_dtype=out_dtype, backend=backend)
 
     @classmethod
     def from_checkpoint(cls, weight: torch.Tensor, weight_scale: torch.Tensor, bias: Optional[torch.Tensor] = None,
