@@ -27,7 +27,7 @@ def test_from_linear_matches_the_float_layer(rng):
 def test_plan_is_per_bucket_and_forward_uses_it(rng):
     lin = torch.nn.Linear(256, 256, bias=False)
     layer = Fp8BlockLinear.from_linear(lin, fp8_dtype="e4m3fn")
-    plan = layer.plan([1, 3, 100, 5000])
+    plan = layer.plan([1, 3, 100, 5000], input_dtype=torch.float32)
     assert plan == {1: "reference", 4: "reference", 128: "reference", 8192: "reference"}
     before = dict(layer._plan)
     layer(torch.randn(3, 256, generator=rng))

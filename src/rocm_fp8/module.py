@@ -119,10 +119,11 @@ class Fp8BlockLinear(nn.Module):
             self._plan[key] = entry
         return entry
 
-    def plan(self, ms: Iterable[int] = DEFAULT_PLAN_MS, out_dtype: Optional[torch.dtype] = None) -> dict[int, str]:
-        """Decide and prepare weights for every M bucket in ``ms`` now; returns {bucket: backend}.
-        Call before graph capture so that capture never prepares a weight."""
-        out_dtype = out_dtype or self.out_dtype or torch.bfloat16
+    def plan(self, ms: Iterable[int] = DEFAULT_PLAN_MS, input_dtype: torch.dtype = torch.bfloat16) -> dict[int, str]:
+        """Decide and prepare weights for every M bucket in ``ms`` now, for inputs of ``input_dtype``
+        (an FP8 dtype for pre-quantized input); returns {bucket: backend}. Call before graph capture
+        so that capture never prepares a weight."""
+        out_dtype = self.out_dtype or (torch.bfloat16 if input_dtype in FP8_NAMES else input_dtype)
         device_type = self.weight.device.type
         return {dispatch.bucket(m): self._entry(m, device_type, out_dtype)[0].name for m in ms}
 
