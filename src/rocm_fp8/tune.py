@@ -190,6 +190,12 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict
                 out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4,
                                 frame=True))
         out += [dict(block_m=64, block_n=128, group_m=8, split_k=s, num_warps=4, num_stages=4) for s in (1, 2)]
+        if hopper:
+            out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True),
+                    dict(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True),
+                    dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=True, tma=True)]
     else:
         tiles = ((128, 128, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3), (256, 128, 8, 3), (64, 256, 4, 3),
                  (64, 128, 4, 4))
@@ -206,6 +212,11 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict
         out += [dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=st, persistent=True, tma=t,
                      programs_per_sm=2, frame=True)
                 for bm, bn, w, st in ((128, 128, 8, 3), (64, 128, 4, 4)) for t in ((False, True) if hopper else (False,))]
+        if hopper:  # the two leaders of the first H100 sweep, with other L2 groupings
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=8, num_stages=3, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True) for g in (4, 16)]
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=8, num_stages=4, persistent=True, tma=True)
+                    for g in (4, 16)]
     # drop configs whose shared memory (stages x (BM + BN) x 128 B) cannot fit in 228 KB
     return [c for c in out if c["num_stages"] * (c["block_m"] + c["block_n"]) * 128 <= 220 * 1024]
 
@@ -332,6 +343,16 @@ def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, w
                 torch.cuda.synchronize()
                 rec["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             results.append(rec)
+        # Winner's curse: re-time the three fastest and keep the best of the second measurement.
+        timed = sorted((r for r in results if "us" in r), key=lambda r: r["us"])[:3]
+        if len(timed) > 1:
+            for r in timed:
+                cfg = KernelConfig.from_dict(r["config"])
+                calls = [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=cfg, check=False) for s in sets]
+                r["first_us"] = r["us"]
+                r["us"] = time_calls(calls)["us"]
+                r["tflops"] = tflops(m, n, k, r["us"])
+            best = min(timed, key=lambda r: r["us"])
         if log is not None:
             log.extend(results)
         row: dict[str, Any] = {"m": m}
