@@ -150,8 +150,11 @@ def main() -> int:
     import pytest
 
     # If the cell is about to be killed for its timeout, leave every thread's stack in the log first.
+    # (to a duplicate of the real stderr: pytest's capture replaces fd 2 while a test runs)
     if spec.get("dump_at"):
-        faulthandler.dump_traceback_later(max(spec["dump_at"] - (time.time() - started), 0.5), exit=False)
+        stderr = os.fdopen(os.dup(2), "w")
+        faulthandler.dump_traceback_later(max(spec["dump_at"] - (time.time() - started), 0.5), exit=False,
+                                          file=stderr)
     args = list(spec["args"])
     print("[pytest] " + " ".join(args), flush=True)
     return int(pytest.main(args, plugins=[CurrentTest(os.path.join(out, "current-test"))]))
