@@ -72,6 +72,11 @@ class TorchScaledMMBackend(Backend):
             return refuse(f"torch-scaled-mm: K must be a multiple of 128, got K={problem.k}")
         if problem.n % 16 != 0:
             return refuse(f"torch-scaled-mm: N must be a multiple of 16, got N={problem.n}")
+        if (problem.k // 128) % 4 != 0:
+            # Measured, not documented: on an H100 (torch 2.11+cu130) cuBLASLt returned wrong values or NaN
+            # at every M for K/128 = 2, 3 and 18 (rocm-fp8 probe, bench/results/probe-h100.txt).
+            return refuse(f"torch-scaled-mm: K/128 must be a multiple of 4 (K % 512 == 0), got K={problem.k}: "
+                          "the probe measured wrong results / NaN from cuBLASLt blockwise scaling otherwise")
         return OK
 
     def tuned_for(self, problem: Problem, toolchain) -> bool:
