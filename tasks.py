@@ -165,15 +165,16 @@ def standins(c, rocm=None, prefix=None):
     "matrix": "matrix file (default: ci/matrix.toml)",
     "extra_tests": "a directory of extra test files run in every cell (e.g. a reproducer)",
     "vendor": "GPU vendor: auto, amd, nvidia",
+    "repo": "image repository (as for build): images are <repo>:<rocm>-<arch>",
 })
 def test_matrix(c, rocm=None, arch=None, suite=None, gpus=None, parallel=1, report=None, cpu_only=False,
-                matrix=None, extra_tests=None, vendor="auto"):
+                matrix=None, extra_tests=None, vendor="auto", repo=None):
     """Run the test suites inside every image; verdicts from JUnit XML; non-zero exit when a cell fails."""
     from rocm_fp8_deploy import matrix as mx
     from rocm_fp8_deploy.report import headline, markdown
 
     with refusals():
-        spec = mx.load_matrix(matrix or _cfg(c).matrix or ROOT / "ci" / "matrix.toml")
+        spec = mx.load_matrix(matrix or _cfg(c).matrix or ROOT / "ci" / "matrix.toml", repository=repo)
         cells = mx.plan(spec, rocm=rocm, arch=arch, suites=suite, cpu_only=cpu_only)
         options = mx.RunOptions(gpus=mx.parse_gpus(gpus), vendor=vendor, parallel=int(parallel), cpu_only=cpu_only,
                                 extra_tests=extra_tests, report_dir=report)

@@ -152,8 +152,12 @@ def _unknown(table: dict, known: set, path: Path, where: str) -> None:
         raise _fail(path, where, f"unknown key(s) {', '.join(map(repr, extra))}; known: {', '.join(sorted(known))}")
 
 
-def load_matrix(path: str | os.PathLike) -> Matrix:
-    """Read and validate a matrix file; every refusal names the file, the key and what was expected."""
+def load_matrix(path: str | os.PathLike, repository: Optional[str] = None) -> Matrix:
+    """Read and validate a matrix file; every refusal names the file, the key and what was expected.
+
+    ``repository`` overrides ``defaults.repository`` (like ``invoke build --repo``) for flavours
+    that do not name their image.
+    """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise DeployError(f"matrix file {path} does not exist (the default is ci/matrix.toml in the checkout; "
@@ -165,7 +169,7 @@ def load_matrix(path: str | os.PathLike) -> Matrix:
     _unknown(data, _KNOWN["top"], path, "top level")
     defaults = _get(data, "defaults", dict, path, "top level", default={})
     _unknown(defaults, _KNOWN["defaults"], path, "[defaults]")
-    repository = _get(defaults, "repository", str, path, "defaults", default=DEFAULT_REPOSITORY)
+    repository = repository or _get(defaults, "repository", str, path, "defaults", default=DEFAULT_REPOSITORY)
     tests = (path.parent / _get(defaults, "tests", str, path, "defaults", default="../tests")).resolve()
     if not tests.is_dir():
         raise _fail(path, "defaults.tests", f"tests directory {tests} does not exist")

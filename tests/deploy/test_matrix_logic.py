@@ -321,3 +321,8 @@ def test_html_report_is_self_contained_and_escapes_logs():
     assert 'data-cell="7.2-gfx950/cpu" data-status="failed"' in page
     assert "no GPU &lt;visible&gt;" in page and "<visible>" not in page
     assert "http://" not in page and "https://" not in page and "<script" not in page  # nothing external
+
+
+def test_repo_overrides_the_matrix_repository_like_build_does():
+    m = mx.load_matrix(CI_MATRIX, repository="registry.example.com/ml/rocm-fp8")
+    assert m.flavours[-1].image == "registry.example.com/ml/rocm-fp8:7.2-gfx950"
