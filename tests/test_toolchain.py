@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,9 @@ def test_aiter_installed_without_rocm_is_a_reason_and_is_not_imported(tmp_path, 
 
 def test_aiter_commit_date_and_fix_ancestry_from_its_git_checkout(tmp_path, monkeypatch, fake_rocm):
     from rocm_fp8 import ledger
+
+    if shutil.which("git") is None:
+        pytest.skip("needs the git command to make an aiter checkout (images do not carry git)")
 
     clone = tmp_path / "aiter-src"
     (clone / "aiter").mkdir(parents=True)
