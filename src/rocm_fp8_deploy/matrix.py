@@ -593,7 +593,9 @@ def pytest_args(suite: Suite, extra: bool, additional: tuple[str, ...] = ()) -> 
     if suite.markers:
         args += ["-m", suite.markers]
     args += ["-c", f"{TOOLS_IN}/pytest.ini", "--rootdir", TESTS_IN, "-p", "no:cacheprovider",
-             f"--junitxml={OUT_IN}/junit.xml", "-o", f"junit_suite_name={suite.name}", "-q", "-rfE",
+             f"--junitxml={OUT_IN}/junit.xml", "-o", f"junit_suite_name={suite.name}",
+             # xunit1 keeps record_property (the bench suite records TFLOPS, models the chosen backend)
+             "-o", "junit_family=xunit1", "-q", "-rfE",
              "--tb=short", *additional]
     return args
 
