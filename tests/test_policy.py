@@ -197,3 +197,16 @@ def test_scaled_mm_is_refused_where_the_h100_probe_measured_wrong_results(n, k):
     c = {c.backend: c for c in d.considered}["torch-scaled-mm"]
     assert not c.ok and "K/128 must be a multiple of 4" in c.reason
     assert d.backend == "triton"
+
+
+def test_nvidia_choice_follows_the_measured_h100_table(capsys):
+    # the shipped table for this device was measured on an H100 (bench/results): ours wins decode-sized M,
+    # cuBLASLt wins this shape at M=4096
+    h100 = Toolchain.hypothetical("sm90", device_name="NVIDIA H100 80GB HBM3")
+    small = explain(2048, 3072, 16, toolchain=h100)
+    large = explain(2048, 3072, 4096, toolchain=h100)
+    assert small.backend == "triton" and "measured" in small.reason
+    assert large.backend == "torch-scaled-mm" and "measured" in large.reason
+    rc, out = _explain_json(capsys, "--arch", "sm90", "--device", "NVIDIA H100 80GB HBM3", "--n", "2048", "--k", "3072",
+                            "--m", "16")
+    assert out["backend"] == "triton"

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--aiter-version", metavar="VERSION", help="hypothetical aiter version")
     ex.add_argument("--aiter-commit", metavar="SHA", help="hypothetical aiter commit")
     ex.add_argument("--aiter-commit-date", metavar="YYYY-MM-DD", help="date of that aiter commit")
+    ex.add_argument("--device", metavar="NAME", dest="device_name",
+                    help="hypothetical device name, which selects measured speed tables "
+                         "(e.g. 'NVIDIA H100 80GB HBM3')")
     ex.add_argument("--backend", default="auto", help="explain an explicit request instead of 'auto'")
     ex.add_argument("--fp8", choices=["e4m3fn", "e4m3fnuz"], help="weight FP8 flavour (default: the arch's)")
     ex.add_argument("--out-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -76,7 +79,7 @@ def _toolchain_for(args) -> "Toolchain":
     from rocm_fp8.toolchain import Toolchain, detect
 
     hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit,
-                                               args.aiter_commit_date))
+                                               args.aiter_commit_date, args.device_name))
     if not hypothetical and not args.no_aiter:
         return detect()
     if args.arch is None:
@@ -84,7 +87,7 @@ def _toolchain_for(args) -> "Toolchain":
                          "expected one of gfx942, gfx950, sm90, cpu")
     return Toolchain.hypothetical(args.arch, hip=args.hip, rocm=args.rocm, aiter=not args.no_aiter,
                                   aiter_version=args.aiter_version, aiter_commit=args.aiter_commit,
-                                  aiter_commit_date=args.aiter_commit_date)
+                                  aiter_commit_date=args.aiter_commit_date, device_name=args.device_name)
 
 
 def cmd_explain(args) -> int:

@@ -140,7 +140,8 @@ class Toolchain:
     def hypothetical(cls, arch: str = "cpu", hip: Optional[str] = None, rocm: Optional[str] = None,
                      aiter: bool = True, aiter_version: Optional[str] = None,
                      aiter_commit: Optional[str] = None, cu_count: Optional[int] = None,
-                     triton: bool = True, aiter_commit_date: Optional[str] = None) -> "Toolchain":
+                     triton: bool = True, aiter_commit_date: Optional[str] = None,
+                     device_name: Optional[str] = None) -> "Toolchain":
         """Describe a machine we do not have, for ``explain`` and for tests.
 
         ``hip`` is a HIP version as printed by ``hipcc --version`` (e.g. ``7.0.51831``); ``rocm`` the
@@ -187,6 +188,7 @@ class Toolchain:
             aiter_commit=aiter_commit,
             aiter_commit_date=aiter_commit_date,
             source="hypothetical",
+            device_name=device_name,
         )
 
 
