@@ -660,16 +660,23 @@ def _detect() -> Toolchain:
     _CONFIG_USED = None
     path = find_config()
     explicit = os.environ.get(ENV_CONFIG)
+    missing = None
+    if (explicit and explicit.strip().lower() not in ("none", "off", "0", "")
+            and not Path(explicit).expanduser().is_file()):
+        # said explicitly and absent: say so, whatever is used instead
+        missing = f"{ENV_CONFIG}={explicit} does not exist"
     problem = None
     if path is not None:
         try:
             tc = _from_config(path)
             _CONFIG_USED = path
+            if missing:
+                tc = tc.with_(warnings=tc.warnings + (f"{missing}; used {path} instead",))
             return tc
         except ValueError as exc:
             problem = f"{exc}; detected the toolchain instead"
-    elif explicit and explicit.strip().lower() not in ("none", "off", "0", ""):
-        problem = f"{ENV_CONFIG}={explicit} does not exist; detected the toolchain instead"
+    elif missing:
+        problem = f"{missing}; detected the toolchain instead"
     tc = detect_live()
     if problem:
         tc = tc.with_(warnings=tc.warnings + (problem,))
