@@ -107,14 +107,10 @@ def check_report(data: Any, where: str = "report") -> dict[str, Any]:
 
 
 def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
+    from rocm_fp8.toolchain import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"report {path}: cannot be read ({exc})") from None
-    except ValueError as exc:
-        raise ValueError(f"report {path}: not valid JSON ({exc})") from None
-    return check_report(data, f"report {path}")
+    return check_report(read_json(path, "report"), f"report {path}")
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

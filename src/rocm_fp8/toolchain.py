@@ -574,15 +574,21 @@ def find_config() -> Optional[Path]:
     return None
 
 
+def read_json(path: "str | os.PathLike[str]", what: str) -> Any:
+    """Parse a JSON file; ValueError says which ``what`` (config, report) and file, and why."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot be read ({exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} {path}: not valid JSON ({exc})") from None
+
+
 def load_config(path: "str | os.PathLike[str]") -> dict[str, Any]:
     """Read and check a configuration file; ValueError names the file and what is wrong."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"config {path}: cannot be read ({exc})") from None
-    except ValueError as exc:
-        raise ValueError(f"config {path}: not valid JSON ({exc})") from None
+    data = read_json(path, "config")
     if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
         raise ValueError(f"config {path}: expected a JSON object with \"format\": \"{CONFIG_FORMAT}\", "
                          f"got {str(data)[:80]!r}")
