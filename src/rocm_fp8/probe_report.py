@@ -21,7 +21,6 @@ How a result becomes a verdict for a problem at M (:class:`ProbeEvidence`):
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
