@@ -24,7 +24,7 @@ import torch
 from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.torch_scaled_mm import scaled_mm_blockwise
 from rocm_fp8.backends.triton import TritonBackend
-from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, default_config
+from rocm_fp8.kernels.triton_blockscale import blockscale_gemm, default_config
 from rocm_fp8.toolchain import detect
 from rocm_fp8.tune import make_sets, reference, rel_error, rotation_sets, tflops, time_calls, versions
 

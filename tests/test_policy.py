@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-import rocm_fp8
 from rocm_fp8 import Toolchain, explain
 from rocm_fp8.cli import main as cli_main
 

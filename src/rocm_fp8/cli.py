@@ -17,7 +17,10 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rocm_fp8.toolchain import Toolchain
 
 #: subcommand -> module with ``main(argv) -> int``
 DELEGATED = {

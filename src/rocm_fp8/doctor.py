@@ -19,7 +19,6 @@ import argparse
 import glob
 import json
 import os
-import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -175,7 +174,7 @@ def run_checks(facts: Facts) -> list[Check]:
                                 f"use the {live_arch} flavour of the image (rocm-fp8:<rocm>-{live_arch})"))
         else:
             checks.append(Check("GPU arch", OK, f"{facts.gpu_count} GPU(s), GPU 0 is {facts.gpu_arch_full}"
-                                + (f", as the image expects" if baked_arch else "")))
+                                + (", as the image expects" if baked_arch else "")))
 
     # -- aiter JIT cache ---------------------------------------------------------------------------
     jit_fix = ("run as the image's user (rocm-fp8, the default) or mount a writable directory and point "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch, policy

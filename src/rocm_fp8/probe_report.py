@@ -262,8 +262,8 @@ def format_table(report: dict[str, Any]) -> str:
     elif s.get("ms"):
         ms = s["ms"]
         lines.append(f"swept M: {len(ms)} values from {min(ms)} to {max(ms)}"
-                     + ("" if max(ms) >= 16384 else f"  (NOTE: below the prefill chunk size 16384; "
-                        f"pass --max-m 16384 for the full sweep)")
+                     + ("" if max(ms) >= 16384 else "  (NOTE: below the prefill chunk size 16384; "
+                        "pass --max-m 16384 for the full sweep)")
                      + f"; device {s.get('device', '?')}; {s.get('repeats', '?')} launches per M; "
                        f"tolerances rel<={s.get('rtol')}, row rel<={s.get('row_rtol')}, cos>={s.get('min_cosine')}")
     for name, b in sorted(report.get("backends", {}).items()):

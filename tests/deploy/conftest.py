@@ -8,7 +8,6 @@ and the stand-in Python base (reused only when its recipe label matches).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

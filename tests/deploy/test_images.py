@@ -205,7 +205,6 @@ def test_source_only_change_rebuilds_only_the_last_layers_quickly(docker_client,
 
 
 def test_example_serving_image_builds_from_ours(docker_client, built, tmp_path):
-    import io
     import tarfile
 
     from rocm_fp8_deploy.build import stream_build
