@@ -72,11 +72,6 @@ class TorchScaledMMBackend(Backend):
             return refuse(f"torch-scaled-mm: K must be a multiple of 128, got K={problem.k}")
         if problem.n % 16 != 0:
             return refuse(f"torch-scaled-mm: N must be a multiple of 16, got N={problem.n}")
-        if (problem.k // 128) % 4 != 0:
-            # Measured, not documented: on an H100 (torch 2.11+cu130) cuBLASLt returned wrong values or NaN
-            # at every M for K/128 = 2, 3 and 18 (rocm-fp8 probe, bench/results/probe-h100.txt).
-            return refuse(f"torch-scaled-mm: K/128 must be a multiple of 4 (K % 512 == 0), got K={problem.k}: "
-                          "the probe measured wrong results / NaN from cuBLASLt blockwise scaling otherwise")
         return OK
 
     def tuned_for(self, problem: Problem, toolchain) -> bool:
@@ -88,26 +83,47 @@ class TorchScaledMMBackend(Backend):
 
     def prepare_weight(self, weight, weight_scale):
         w = weight if weight.stride(-1) == 1 else weight.contiguous()
+        n, k = w.shape
+        kp = padded_k(k)
+        if kp != k:
+            # zero K columns (their scale is irrelevant: 1) so that K/128 is a multiple of 4; see padded_k
+            wp = torch.zeros((n, kp), dtype=w.dtype, device=w.device)
+            wp[:, :k] = w
+            sp = torch.ones((weight_scale.shape[0], kp // 128), dtype=torch.float32, device=w.device)
+            sp[:, : k // 128] = weight_scale
+            w, weight_scale = wp, sp
         # cuBLASLt reads B column-major [K, N] and its scales as [K/128, N/128].
-        return PreparedWeight(self.name, w, weight_scale, w.shape[0], w.shape[1],
-                              extra={"b": w.t(), "scale_b": weight_scale.t()})
+        return PreparedWeight(self.name, w, weight_scale, n, k, extra={"b": w.t(), "scale_b": weight_scale.t()})
 
     def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
         return scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype,
                                    self._api)
 
 
+def padded_k(k: int) -> int:
+    """K rounded up so that K/128 is a multiple of 4.
+
+    Measured, not documented: on an H100 (torch 2.11+cu130) cuBLASLt blockwise scaling returned
+    wrong values or NaN at every M for K/128 = 2, 3 and 18 (rocm-fp8 probe,
+    bench/results/probe-h100-before-scaled-mm-fix.txt). Zero-padding K to a multiple of 512 keeps
+    the product exact and every scale row 16-byte aligned.
+    """
+    return -(-k // 512) * 512
+
+
 def scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype=torch.bfloat16, api=None):
-    """``x_q [M, K]`` e4m3fn, ``x_scale [M, K/128]`` (any strides), ``b = w_q.t()``,
-    ``scale_b = w_scale.t()`` -> ``[M, N]``. Pads small or unaligned M."""
+    """``x_q [M, K]`` e4m3fn, ``x_scale [M, K/128]`` (any strides), ``b = w_q.t()`` ([Kb, N], where
+    Kb >= K is the weight's K, padded by ``prepare_weight``), ``scale_b = w_scale.t()`` -> ``[M, N]``.
+    Pads small or unaligned M, and K up to the weight's padded K, with zeros (scale 1)."""
     api = api or _api()
     m, k = x_q.shape
+    kb = b.shape[0]
     mp = max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
-    if mp != m:
-        xp = torch.zeros((mp, k), dtype=x_q.dtype, device=x_q.device)
-        xp[:m] = x_q
-        sp = torch.ones((k // 128, mp), dtype=torch.float32, device=x_q.device)
-        sp[:, :m] = x_scale.t()
+    if mp != m or kb != k:
+        xp = torch.zeros((mp, kb), dtype=x_q.dtype, device=x_q.device)
+        xp[:m, :k] = x_q
+        sp = torch.ones((kb // 128, mp), dtype=torch.float32, device=x_q.device)
+        sp[: k // 128, :m] = x_scale.t()
         x_q, scale_a = xp, sp.t()
     elif x_scale.stride(0) == 1 and x_scale.stride(1) == m:
         scale_a = x_scale

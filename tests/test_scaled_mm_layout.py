@@ -1,0 +1,51 @@
+"""torch-scaled-mm's operand layouts and padding, on the CPU.
+
+cuBLASLt does not run here, so the product is computed by an emulation of what blockwise
+1x128 x 128x128 scaling means, which also asserts the layout invariants the backend promises
+cuBLASLt: M a multiple of 4, activation scales M-contiguous, K/128 a multiple of 4 (the H100
+probe measured wrong results without that). The real kernel is checked on the GPU
+(tests/gpu/test_gpu_kernels.py and the probe).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from numerics import assert_close, reference_linear
+
+from rocm_fp8 import quantize_activation, quantize_weight
+from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, padded_k
+
+
+def emulated_blockwise(x_q, b, scale_a, scale_b, out_dtype):
+    m, k = x_q.shape
+    kb, n = b.shape
+    assert k == kb, "A and B disagree on K"
+    assert m % 4 == 0, f"M={m} is not a multiple of 4"
+    assert (k // 128) % 4 == 0, f"K/128={k // 128} is not a multiple of 4"
+    assert scale_a.shape == (m, k // 128) and scale_a.stride() == (1, m), "activation scales not M-contiguous"
+    assert scale_b.shape == (k // 128, -(-n // 128)), f"weight scales {tuple(scale_b.shape)}"
+    x = x_q.double() * scale_a.double().repeat_interleave(128, 1)
+    sb = scale_b.double().t().repeat_interleave(128, 0)[:n].repeat_interleave(128, 1)
+    return (x @ (b.t().double() * sb).t()).to(out_dtype)
+
+
+@pytest.mark.parametrize("n,k", [(256, 384), (384, 256), (128, 2304), (256, 512)])
+@pytest.mark.parametrize("m", [1, 5, 8, 33])
+def test_padding_keeps_the_product_exact(n, k, m, rng):
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    w_q, w_s = quantize_weight(torch.randn(n, k, generator=rng), dtype="e4m3fn")
+    x_q, x_s = quantize_activation(torch.randn(m, k, generator=rng), dtype="e4m3fn")
+    prepared = backend.prepare_weight(w_q, w_s)
+    assert prepared.extra["b"].shape == (padded_k(k), n)
+    y = backend.run(x_q, x_s, prepared, torch.float32)
+    assert y.shape == (m, n)
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
+
+
+def test_aligned_k_is_not_copied(rng):
+    w_q, w_s = quantize_weight(torch.randn(256, 1024, generator=rng), dtype="e4m3fn")
+    prepared = TorchScaledMMBackend().prepare_weight(w_q, w_s)
+    assert prepared.weight.data_ptr() == w_q.data_ptr()
+    assert padded_k(1024) == 1024 and padded_k(384) == 512 and padded_k(2304) == 2560
