@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rocm_fp8 import kernel_configs
-from rocm_fp8.backends.torch_scaled_mm import scaled_mm_blockwise
+from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_blockwise
 from rocm_fp8.backends.triton import TritonBackend
 from rocm_fp8.kernels.triton_blockscale import blockscale_gemm, default_config
 from rocm_fp8.toolchain import detect
@@ -46,6 +46,9 @@ VARIANTS = ("bf16", "cublaslt", "triton_tuned", "triton_default")
 def geomean(xs):
     xs = [x for x in xs if x]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+_SCALED_MM = TorchScaledMMBackend()
 
 
 def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
@@ -76,7 +79,11 @@ def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
     run("bf16", [lambda s=s: torch.matmul(s[0], s[1].t()) for s in bsets], None)
     del bsets
 
-    prepped = [(x, s, w.t(), ws.t()) for x, s, w, ws in sets]
+    # the backend's own weight layout (it zero-pads K to a multiple of 512: see torch_scaled_mm.padded_k)
+    prepped = []
+    for x, s, w, ws in sets:
+        pw = _SCALED_MM.prepare_weight(w, ws)
+        prepped.append((x, s, pw.extra["b"], pw.extra["scale_b"]))
     run("cublaslt", [lambda p=p: scaled_mm_blockwise(*p) for p in prepped],
         lambda: scaled_mm_blockwise(*prepped[0]))
 
