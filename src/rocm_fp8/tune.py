@@ -290,10 +290,14 @@ def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, job
 def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
     import torch
 
-    from rocm_fp8.backends.torch_scaled_mm import scaled_mm_blockwise
+    from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_blockwise
 
     try:
-        prepared = [(x, s, w.t(), ws.t()) for x, s, w, ws in sets]
+        backend = TorchScaledMMBackend()  # its own weight layout: K zero-padded to a multiple of 512
+        prepared = []
+        for x, s, w, ws in sets:
+            pw = backend.prepare_weight(w, ws)
+            prepared.append((x, s, pw.extra["b"], pw.extra["scale_b"]))
         calls = [lambda p=p: scaled_mm_blockwise(p[0], p[1], p[2], p[3], out_dtype) for p in prepared]
         x_q, x_s, w_q, w_s = sets[0]
         err = rel_error(calls[0](), reference(x_q, x_s, w_q, w_s))
