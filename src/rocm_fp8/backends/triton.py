@@ -12,13 +12,10 @@ from typing import Optional
 
 from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
+from rocm_fp8.dispatch import bucket
 from rocm_fp8.toolchain import detect
 
 _OUT_DTYPES = ("bfloat16", "float16")
-
-
-def _bucket(m: int) -> int:
-    return 1 if m <= 1 else 1 << (m - 1).bit_length()
 
 
 class TritonBackend(Backend):
@@ -77,7 +74,7 @@ class TritonBackend(Backend):
 
     def config_for(self, m: int, n: int, k: int, toolchain=None):
         """The launch configuration for a problem: the table's row, else the size-based default."""
-        key = (n, k, _bucket(m))
+        key = (n, k, bucket(m))
         cfg = self._configs.get(key)
         if cfg is None:
             from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
