@@ -14,7 +14,7 @@ from torch import nn
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch
-from rocm_fp8.ops import _FLOAT_INPUTS, _impl, check_args, w8a8_block_fp8_linear
+from rocm_fp8.ops import _FLOAT_INPUTS, _impl, check_args, finish, w8a8_block_fp8_linear
 from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resolve_fp8_dtype
 
 #: the M buckets ``plan()`` fills by default: 1 .. 32768
@@ -174,11 +174,7 @@ class Fp8BlockLinear(nn.Module):
         except Exception:  # noqa: BLE001 - let the dispatcher report or fall back
             self._plan.pop(self._key(m, x.device.type, out_dtype), None)
             return _impl(x, self.weight, self.weight_scale, x_scale, self.bias, block, out_dtype, self.backend)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        if y.dtype != out_dtype:
-            y = y.to(out_dtype)
-        return y.reshape(*lead, self.out_features)
+        return finish(y, self.bias, out_dtype, lead)
 
     def _input_ok(self, x, x_scale) -> bool:
         """The common case, cheaply: the weight was checked when the layer was built."""

@@ -102,11 +102,16 @@ def _impl(input, weight, weight_scale, input_scale, bias, block, out_dtype, requ
     x2d = input.reshape(m, k)
     xs2d = input_scale.reshape(m, k // block[1]) if input_scale is not None else None
     y = dispatch.run_2d(x2d, xs2d, weight, weight_scale, out_dtype, block, requested)
+    return finish(y, bias, out_dtype, lead)
+
+
+def finish(y: torch.Tensor, bias: Optional[torch.Tensor], out_dtype: torch.dtype, lead) -> torch.Tensor:
+    """A backend's [M, N] result -> [..., N] in ``out_dtype``, with the bias added."""
     if bias is not None:
         y = y + bias.to(y.dtype)
     if y.dtype != out_dtype:
         y = y.to(out_dtype)
-    return y.reshape(*lead, n)
+    return y.reshape(*lead, y.shape[-1])
 
 
 def w8a8_block_fp8_linear(input: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, *,

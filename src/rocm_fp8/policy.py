@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
+from rocm_fp8.backends import BUILTIN_BACKENDS
 from rocm_fp8.backends.base import Backend, Problem, safe_call
 from rocm_fp8.evidence import EvidenceSource, Verdict, consult
 from rocm_fp8.toolchain import Toolchain, format_version
@@ -59,13 +60,9 @@ def base_score(backend: Backend, platform: str) -> int:
     order = PLATFORM_ORDER.get(platform, ())
     if backend.name in order:
         return _TABLE_TOP_SCORE - _TABLE_STEP * order.index(backend.name)
-    if backend.name in _BUILTIN_NAMES:
+    if backend.name in BUILTIN_BACKENDS:
         return _UNLISTED_BUILTIN_SCORE  # e.g. Triton on the CPU: only when asked for
     return int(getattr(backend, "priority", 50))
-
-
-_BUILTIN_NAMES = frozenset({"reference", "triton", "torch-scaled-mm", "aiter-triton", "aiter-ck",
-                            "aiter-bpreshuffle"})
 
 
 @dataclass(frozen=True)

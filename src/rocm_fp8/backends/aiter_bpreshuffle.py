@@ -21,8 +21,6 @@ def m_contiguous(x_scale):
 class AiterBpreshuffleBackend(Backend):
     name = "aiter-bpreshuffle"
     description = "aiter CK gemm_a8w8_blockscale_bpreshuffle (weight shuffled (16,16) at load)"
-    priority = 90
-    needs_prepared_weight = True
 
     def available(self, toolchain):
         return _aiter.check_here(self.name, toolchain)

@@ -13,7 +13,6 @@ from rocm_fp8.backends.base import Backend, PreparedWeight
 class AiterCKBackend(Backend):
     name = "aiter-ck"
     description = "aiter CK gemm_a8w8_blockscale"
-    priority = 80
 
     def available(self, toolchain):
         return _aiter.check_here(self.name, toolchain)

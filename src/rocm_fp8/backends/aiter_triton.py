@@ -13,7 +13,6 @@ from rocm_fp8.backends.base import OK, Backend, PreparedWeight
 class AiterTritonBackend(Backend):
     name = "aiter-triton"
     description = "aiter's Triton kernel (aiter.ops.triton.gemm_a8w8_blockscale)"
-    priority = 70
 
     def __init__(self):
         self._fn = None

@@ -52,10 +52,6 @@ class Problem:
     block_k: int = 128
     device_type: str = "cuda"
 
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.n * self.k
-
     def with_m(self, m: int) -> "Problem":
         return Problem(m, self.n, self.k, self.fp8_dtype, self.out_dtype, self.block_n, self.block_k,
                        self.device_type)
@@ -82,16 +78,15 @@ class PreparedWeight:
 class Backend:
     """Base class for backends; subclasses override what differs.
 
-    ``priority`` places a third-party backend in the default ranking when the platform's table in
-    :mod:`rocm_fp8.policy` does not name it (higher runs first; the built-ins sit between 10 and 90).
+    ``priority`` places a third-party backend in the default ranking (higher runs first). Built-ins
+    are placed by the per-platform tables in :mod:`rocm_fp8.policy`, whose entries score 100, 90,
+    80, ... in table order, with ``reference`` at 0; the default 50 ranks a third-party backend
+    below the listed built-ins and above the reference.
     """
 
     name: str = "unnamed"
     description: str = ""
     priority: int = 50
-    #: whether ``run`` accepts activations quantized by :func:`rocm_fp8.quantize_activation`
-    #: (every built-in does; a backend may instead override ``quantize_input``).
-    needs_prepared_weight: bool = False
 
     # -- "can it run here at all" ---------------------------------------------------------------
     def available(self, toolchain: "Toolchain") -> tuple[bool, str]:

@@ -15,7 +15,6 @@ from rocm_fp8.quant import dequantize_activation, dequantize_weight
 class ReferenceBackend(Backend):
     name = "reference"
     description = "float32 dequantize + matmul in torch (ground truth; any device)"
-    priority = 10
 
     def available(self, toolchain):
         return OK

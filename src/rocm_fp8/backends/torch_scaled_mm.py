@@ -37,7 +37,6 @@ def _api():
 class TorchScaledMMBackend(Backend):
     name = "torch-scaled-mm"
     description = "cuBLASLt blockwise FP8 (1x128 x 128x128) via torch._scaled_mm, NVIDIA Hopper"
-    priority = 60
 
     def __init__(self) -> None:
         self._api = _api()

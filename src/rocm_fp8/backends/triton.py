@@ -21,7 +21,6 @@ _OUT_DTYPES = ("bfloat16", "float16")
 class TritonBackend(Backend):
     name = "triton"
     description = "rocm_fp8's Triton block-scale FP8 GEMM (any Triton GPU; CPU under TRITON_INTERPRET=1)"
-    priority = 40
 
     def __init__(self) -> None:
         # (n, k, m bucket) -> KernelConfig; the hot path reads only this dict.
