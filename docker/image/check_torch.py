@@ -8,6 +8,10 @@ in tests/deploy/test_check_torch.py); the rest gathers facts and prints.
   --expect-constraints FILE  later runs: the torch family must still be exactly what was pinned
   --allow-fixture 0|1        accept a CPU torch ONLY in a base that declares itself a recorded-
                              toolchain fixture (env ROCM_FP8_TOOLCHAIN_FIXTURE and the marker file)
+  --stage NAME               what this run guards (written to the log)
+
+Every run prints its report and also appends it to torch-guard.log next to the constraints file,
+so the image keeps the record even when Docker later replays the step from its layer cache.
 
 A fixture is excused from exactly one check (torch.version.hip); the nvidia-* and constraint
 checks apply to it as to a real base, and the excuse is printed, never silent.
@@ -24,6 +28,7 @@ from importlib import metadata
 TORCH_FAMILY = ("torch", "triton", "pytorch-triton-rocm", "torchvision", "torchaudio")
 FIXTURE_ENV = "ROCM_FP8_TOOLCHAIN_FIXTURE"
 FIXTURE_MARKER = "/opt/rocm/.info/rocm-fp8-fixture"
+GUARD_LOG = "torch-guard.log"
 
 
 def verdict(*, torch_version, torch_hip, nvidia_packages, fixture_declared, allow_fixture,
@@ -120,6 +125,7 @@ def main(argv=None) -> int:
     mode.add_argument("--write-constraints", metavar="FILE")
     mode.add_argument("--expect-constraints", metavar="FILE")
     ap.add_argument("--allow-fixture", default="0", choices=("0", "1"))
+    ap.add_argument("--stage", default=None, help="what this run guards, for the log")
     args = ap.parse_args(argv)
 
     torch_version, torch_hip, torch_file = torch_facts()
@@ -150,9 +156,17 @@ def main(argv=None) -> int:
         ok, lines = verdict(**common, pinned=pins, installed={n: packages.get(n) for n in pins},
                             base_torch=(base["version"], base["file"]),
                             live_torch=(torch_version, torch_file))
-    print("rocm-fp8 torch guard:")
-    for line in lines:
-        print("  " + line)
+    path = args.write_constraints or args.expect_constraints
+    stage = args.stage or ("base" if args.write_constraints else "after install")
+    report = [f"rocm-fp8 torch guard ({stage}):"] + ["  " + line for line in lines]
+    print("\n".join(report))
+    log = os.path.join(os.path.dirname(os.path.abspath(path)), GUARD_LOG)
+    try:
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        with open(log, "w" if args.write_constraints else "a") as f:
+            f.write("\n".join(report + [f"  => {'PASS' if ok else 'FAIL'}", ""]))
+    except OSError as exc:  # the verdict stands even if the record cannot be written
+        print(f"  (could not write {log}: {exc})", file=sys.stderr)
     return 0 if ok else 1
 
 
