@@ -61,18 +61,11 @@ def tma_supported(device: torch.device) -> bool:
 
 
 @triton.jit
-def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
-           stride_ak, stride_bk, stride_ask, stride_bsk,
-           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
-    """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales.
-
-    FRAME=False: ``acc += dot(a, b) * s`` (a multiply and an add per element per block).
-    FRAME=True: ``acc`` is kept divided by the current block's scale (``pa`` per row, ``pb`` per
-    column), so the tensor cores do the add: ``acc = dot(a, b, acc * s_prev / s)``; one multiply per
-    element, fewer live registers (no separate product tile), and ``_tile`` multiplies the last scale
-    back in. Scales are clamped to |s| >= 1e-15 so the division stays finite.
-    """
+def _load_block(kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
+                stride_ak, stride_bk, stride_ask, stride_bsk,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+                USE_TMA: tl.constexpr):
+    """The FP8 operand tiles and the scales of one 128-wide K block."""
     k0 = kb * BLOCK_K
     if USE_TMA:
         a = a_ptr.load([pid_m * BLOCK_M, k0])
@@ -86,6 +79,34 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
         b = tl.load(b_ptr + b_offs + k0 * stride_bk, mask=k_ok[None, :], other=0.0)
     a_s = tl.load(as_ptrs + kb * stride_ask)
     b_s = tl.load(bs_ptrs + kb * stride_bsk)
+    return a, b, a_s, b_s
+
+
+@triton.jit
+def _scale_tile(a_s, b_s, BLOCK_N: tl.constexpr, SCALE_BLOCK_N: tl.constexpr):
+    """The [BM, BN] (or [BM, 1]) multiplier of one K block's product."""
+    if BLOCK_N > SCALE_BLOCK_N:
+        return a_s[:, None] * b_s[None, :]
+    else:
+        return (a_s * b_s)[:, None]
+
+
+@triton.jit
+def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
+           stride_ak, stride_bk, stride_ask, stride_bsk,
+           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
+    """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales.
+
+    FRAME=False: ``acc += dot(a, b) * s`` (a multiply and an add per element per block).
+    FRAME=True: ``acc`` is kept divided by the current block's scale (``pa`` per row, ``pb`` per
+    column), so the tensor cores do the add: ``acc = dot(a, b, acc * s_prev / s)``; one multiply per
+    element, fewer live registers (no separate product tile), and ``_tile`` multiplies the last scale
+    back in. Scales are clamped to |s| >= 1e-15 so the division stays finite.
+    """
+    a, b, a_s, b_s = _load_block(kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
+                                 stride_ak, stride_bk, stride_ask, stride_bsk,
+                                 BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA)
     if FRAME:
         a_s = tl.where(tl.abs(a_s) < 1e-15, 1e-15, a_s)
         b_s = tl.where(tl.abs(b_s) < 1e-15, 1e-15, b_s)
@@ -99,11 +120,7 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
         acc = tl.dot(a, tl.trans(b), acc * ratio)
         pa = a_s
     else:
-        part = tl.dot(a, tl.trans(b))
-        if BLOCK_N > SCALE_BLOCK_N:
-            acc += part * (a_s[:, None] * b_s[None, :])
-        else:
-            acc += part * (a_s * b_s)[:, None]
+        acc += tl.dot(a, tl.trans(b)) * _scale_tile(a_s, b_s, BLOCK_N, SCALE_BLOCK_N)
     return acc, pa, pb
 
 
@@ -114,7 +131,8 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
           stride_asm, stride_ask, stride_bsn, stride_bsk,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
           GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
-          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
+          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
+          LAG: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     tiles_per_split = num_pid_m * num_pid_n
@@ -149,15 +167,42 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
     b_ptrs = offs_bn[:, None] * stride_bn + offs_k[None, :] * stride_bk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # FRAME: per-row (pa) and per-column (pb) scale the accumulator is currently divided by;
-    # with BLOCK_N <= 128, pa holds the product of both scales and pb stays 1.
-    pa = tl.full((BLOCK_M,), 1.0, tl.float32)
-    pb = tl.full((BLOCK_N,), 1.0, tl.float32)
-    for kb in range(kb_lo, kb_hi):
-        acc, pa, pb = _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
-                             offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
-                             BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME)
-    if FRAME:
+    if LAG:
+        # Deferred promotion: block k's dot starts from zero and is carried to iteration k+1, which
+        # folds it (times its scales) into acc while block k+1's dot runs: the multiply-add no
+        # longer sits between a dot and its own result. pa/pb: the carried block's scales (zero at
+        # first, so the empty carried product adds nothing).
+        # With BLOCK_N <= 128 the column scale is one number per tile and pa carries the product.
+        part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        pa = tl.zeros((BLOCK_M,), tl.float32)
+        pb = tl.zeros((BLOCK_N,), tl.float32)
+        for kb in tl.range(kb_lo, kb_hi, warp_specialize=WARP_SPECIALIZE):
+            a, b, a_s, b_s = _load_block(kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
+                                         offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
+                                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA)
+            fresh = tl.dot(a, tl.trans(b))
+            if BLOCK_N > SCALE_BLOCK_N:
+                acc += part * (pa[:, None] * pb[None, :])
+                pb = b_s
+                pa = a_s
+            else:
+                acc += part * pa[:, None]
+                pa = a_s * b_s
+            part = fresh
+        if BLOCK_N > SCALE_BLOCK_N:
+            acc += part * (pa[:, None] * pb[None, :])
+        else:
+            acc += part * pa[:, None]
+    else:
+        # FRAME: per-row (pa) and per-column (pb) scale the accumulator is currently divided by;
+        # with BLOCK_N <= 128, pa holds the product of both scales and pb stays 1.
+        pa = tl.full((BLOCK_M,), 1.0, tl.float32)
+        pb = tl.full((BLOCK_N,), 1.0, tl.float32)
+        for kb in tl.range(kb_lo, kb_hi, warp_specialize=WARP_SPECIALIZE):
+            acc, pa, pb = _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
+                                 offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
+                                 BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME)
+    if FRAME and not LAG:
         if BLOCK_N > SCALE_BLOCK_N:
             acc = acc * (pa[:, None] * pb[None, :])
         else:
@@ -184,7 +229,8 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                             GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
                             USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
-                            SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
+                            SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr, LAG: tl.constexpr,
+                            WARP_SPECIALIZE: tl.constexpr):
     pid = tl.program_id(0)
     if PERSISTENT:
         num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N) * SPLIT_K
@@ -193,13 +239,13 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                   stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                   stride_asm, stride_ask, stride_bsn, stride_bsk,
                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  FRAME)
+                  FRAME, LAG, WARP_SPECIALIZE)
     else:
         _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
               stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
               stride_asm, stride_ask, stride_bsn, stride_bsk,
               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  FRAME)
+              FRAME, LAG, WARP_SPECIALIZE)
 
 
 @triton.jit
@@ -236,6 +282,8 @@ class KernelConfig:
     programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
     frame: bool = False
+    lag: bool = False            # deferred promotion (see _tile); takes precedence over frame
+    warp_specialize: bool = False  # Triton's automatic warp specialization of the K loop
     waves_per_eu: Optional[int] = None
     matrix_instr_nonkdim: Optional[int] = None
     kpack: Optional[int] = None
@@ -389,8 +437,11 @@ def blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
     return out
 
 
-def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig) -> None:
-    """Launch with no checks: the operands must already satisfy :func:`check_inputs`."""
+def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
+    """Launch with no checks: the operands must already satisfy :func:`check_inputs`.
+
+    Returns Triton's handle of the main kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
+    """
     m, k = x_q.shape
     n = w_q.shape[0]
     dev = x_q.device
@@ -411,7 +462,7 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig) -> None:
         b_arg = _TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [bn, GROUP_K])
     else:
         a_arg, b_arg = x_q, w_q
-    _blockscale_gemm_kernel[(programs,)](
+    compiled = _blockscale_gemm_kernel[(programs,)](
         a_arg, b_arg, out, x_scale, w_scale, ws,
         m, n, k,
         x_q.stride(0), x_q.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
@@ -419,10 +470,12 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig) -> None:
         programs,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=GROUP_K, GROUP_M=cfg.group_m, SPLIT_K=split,
         EVEN_K=(k % GROUP_K == 0), USE_TMA=use_tma, PERSISTENT=cfg.persistent,
-        SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
+        SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame and not cfg.lag, LAG=cfg.lag,
+        WARP_SPECIALIZE=cfg.warp_specialize and not interpreting(),
         **_compiler_options(cfg, dev),
     )
     if split > 1:
         block = 1024
         _splitk_reduce[(triton.cdiv(m * n, block),)](
             ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=block, num_warps=4)
+    return compiled
