@@ -102,10 +102,6 @@ CASES = [
     (37, 320, 512, dict(block_m=32, block_n=64, frame=True)),                # rescaled accumulator
     (20, 320, 384, dict(block_m=16, block_n=256, frame=True, split_k=2)),    # ... with per-column scales
     (9, 264, 208, dict(block_m=16, block_n=128, frame=True, persistent=True)),  # ... partial K group
-    (37, 320, 640, dict(block_m=32, block_n=64, lag=True)),                  # deferred promotion
-    (20, 320, 384, dict(block_m=16, block_n=256, lag=True, split_k=2)),      # ... with per-column scales
-    (9, 264, 208, dict(block_m=16, block_n=128, lag=True, persistent=True)),  # ... partial K group
-    (3, 136, 128, dict(block_m=16, block_n=32, lag=True)),                   # ... a single K block
 ]
 
 

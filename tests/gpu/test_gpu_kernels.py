@@ -69,6 +69,38 @@ def test_triton_tuned_config(n, k, m):
     assert_close(y, reference64(*ops))
 
 
+def _table_rows():
+    from rocm_fp8 import kernel_configs
+
+    tc = detect()
+    table = kernel_configs.table_for(tc.device_name, tc.arch)
+    if table is None:
+        return []
+    return [(n, k, row.m, row.config) for (n, k), rows in sorted(table.shapes.items()) for row in rows]
+
+
+TABLE_ROWS = _table_rows()
+
+
+@pytest.mark.skipif(not TABLE_ROWS, reason="no tuned table ships for this GPU")
+@pytest.mark.parametrize("n,k,m,cfg", TABLE_ROWS, ids=[f"N{n}-K{k}-M{m}" for n, k, m, _ in TABLE_ROWS])
+def test_every_tuned_row_is_as_accurate_as_its_output_dtype_allows(n, k, m, cfg):
+    """A table row may be fast only if it is also accurate: within tune.ACCURACY_SLACK of the error of
+    the exact result rounded to bf16 (no kernel can do better), at the row's own M (capped at 4096)."""
+    from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
+    from rocm_fp8.tune import ACCURACY_SLACK
+
+    m = min(m, 4096)
+    ops = operands(m, n, k, seed=m + n + 3 * k)
+    ref = reference64(*ops)
+    floor = ((ref.to(torch.bfloat16).double() - ref).norm() / ref.norm()).item()
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    y = blockscale_gemm(*ops, torch.bfloat16, config=KernelConfig.from_dict(cfg), out=out)
+    assert torch.isfinite(y).all(), "NaN/Inf in the output"
+    rel = ((y.double() - ref).norm() / ref.norm()).item()
+    assert rel <= ACCURACY_SLACK * floor, f"relative error {rel:.3g} vs bf16 floor {floor:.3g} with {cfg}"
+
+
 CONFIGS = [
     dict(block_m=16, block_n=64, split_k=4),
     dict(block_m=64, block_n=128, split_k=3, num_stages=3),
