@@ -167,7 +167,9 @@ def markdown(result) -> str:
         cfg = c.get("tuned_config", {})
         short = (f"{cfg.get('block_m')}x{cfg.get('block_n')} w{cfg.get('num_warps')} s{cfg.get('num_stages')}"
                  f"{' sk' + str(cfg['split_k']) if cfg.get('split_k', 1) > 1 else ''}"
-                 f"{' P' if cfg.get('persistent') else ''}{' TMA' if cfg.get('tma') else ''}"
+                 f"{' P' if cfg.get('persistent') else ''}"
+                 f"{'x' + str(cfg['programs_per_sm']) if cfg.get('persistent') and cfg.get('programs_per_sm', 1) > 1 else ''}"
+                 f"{' TMA' if cfg.get('tma') else ''}"
                  f"{' F' if cfg.get('frame') else ''}")
         lines.append(f"| {c['n']},{c['k']} | {c['m']} | {cellv('bf16')} | {cellv('cublaslt')} | "
                      f"{cellv('triton_tuned')} | {cellv('triton_default')} | {ratio} | {short} |")
