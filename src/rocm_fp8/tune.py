@@ -194,9 +194,6 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict
             out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4, num_stages=4))
         if not quick:
             out += [dict(block_m=16, block_n=64, group_m=1, split_k=s, num_warps=4, num_stages=6) for s in (2, 4)]
-            # one kernel, no split-K reduction launch: narrow tiles for enough CTAs, deep pipelines
-            out += [dict(block_m=16, block_n=bn, group_m=1, num_warps=w, num_stages=st)
-                    for bn, w, st in ((32, 4, 4), (32, 4, 6), (16, 4, 6), (64, 4, 6), (32, 2, 8))]
     elif m <= 64:
         for bm, bn in ((64, 64), (64, 128), (32, 64)):
             for split in (1, 2, 4):
