@@ -1,7 +1,7 @@
 """Experiment: where the per-block scale promotion sits in the K loop (docs/kernel.md, v5).
 
 Candidates, all 128-wide K blocks with fp32 promotion per block:
-  frame   rescaled accumulator (today's best large-M scheme): the dot accumulates into acc
+  frame   rescaled accumulator (the best large-M scheme before this run): the dot accumulates into acc
   plain   acc += dot(a, b) * s
   lag     deferred promotion: block k's dot is folded into acc in iteration k+1, so the multiply-add
           of one block can run while the next block's wgmma is in flight
@@ -10,6 +10,9 @@ Candidates, all 128-wide K blocks with fp32 promotion per block:
 Per candidate it records, besides TFLOPS and the relative error against a float32 reference, the
 compiled kernel's registers, spills and how the PTX waits on wgmma (``wait_group 0`` after every
 dot means nothing overlaps inside one CTA). cuBLASLt blockwise FP8 is timed in the same run.
+
+The lag and warp-specialize variants were removed from the kernel after this run (they lost); the
+kernel that ran it is commit 3a3267a.
 
 Each candidate runs in its own process (a compiler hang or crash costs one candidate):
     PYTHONPATH=src python3 bench/experiment_promotion.py --list
