@@ -245,7 +245,8 @@ def decide(toolchain: Toolchain, problem: Problem, backends: Iterable[Backend],
                   f"for {shape} on {where} ({best.describe()})")
         passed_over = [c for c in ordered if not c.ok and c.evidence]
         if passed_over:
-            reason += "; passed over: " + "; ".join(c.reason for c in passed_over)
+            # named with what ruled them out; the full account is in `considered`
+            reason += "; passed over: " + ", ".join(f"{c.backend} (unsafe: {c.evidence})" for c in passed_over)
     if v is not None:
         reason += f"; evidence {v.source}: {v.reason}"
     notes = ()
