@@ -237,8 +237,12 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict
                     for g in (8, 32)]
             out += [dict(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=st, persistent=True, tma=True,
                          programs_per_sm=pps) for st, pps in ((4, 2), (3, 3))]
-            out += [dict(block_m=128, block_n=64, group_m=8, num_warps=4, num_stages=4, persistent=True, tma=True,
-                         programs_per_sm=2)]
+            out += [dict(block_m=128, block_n=64, group_m=8, num_warps=4, num_stages=st, persistent=True, tma=True,
+                         programs_per_sm=pps) for st, pps in ((4, 2), (3, 3))]
+            out += [dict(block_m=64, block_n=128, group_m=16, num_warps=4, num_stages=4, persistent=True, tma=True,
+                         programs_per_sm=2),
+                    dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=5, persistent=True, tma=True),
+                    dict(block_m=64, block_n=256, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True)]
     # drop configs whose shared memory (stages x (BM + BN) x 128 B) cannot fit in 228 KB
     return [c for c in out if c["num_stages"] * (c["block_m"] + c["block_n"]) * 128 <= 220 * 1024]
 
