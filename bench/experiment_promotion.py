@@ -77,9 +77,9 @@ def cells():
 
 
 def run_candidate(name: str) -> list[dict]:
-    from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_blockwise
     from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, launch
-    from rocm_fp8.tune import make_sets, reference, rel_error, rotation_sets, tflops, time_calls
+    from rocm_fp8.tune import (make_sets, measure_scaled_mm, reference, rel_error, rotation_sets, tflops,
+                               time_calls)
 
     rows = []
     facts = None
@@ -90,13 +90,10 @@ def run_candidate(name: str) -> list[dict]:
         row = {"candidate": name, "n": n, "k": k, "m": m}
         try:
             if name == "cublaslt":
-                sm = TorchScaledMMBackend()
-                prepped = []
-                for x, s, w, ws in sets:
-                    pw = sm.prepare_weight(w, ws)
-                    prepped.append((x, s, pw.extra["b"], pw.extra["scale_b"]))
-                row["rel_err"] = rel_error(scaled_mm_blockwise(*prepped[0]), ref)
-                r = time_calls([lambda p=p: scaled_mm_blockwise(*p) for p in prepped])
+                r = measure_scaled_mm(sets, torch.bfloat16)
+                if "error" in r:
+                    raise RuntimeError(r["error"])
+                row["rel_err"] = r["rel_err"]
             else:
                 cfg = KernelConfig(**CANDIDATES[name]).validate()
                 out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")

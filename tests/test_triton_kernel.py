@@ -26,6 +26,7 @@ from rocm_fp8 import kernel_configs  # noqa: E402
 from rocm_fp8.backends.base import PreparedWeight, Problem  # noqa: E402
 from rocm_fp8.quant import QUANT_MAX, quantize_activation, quantize_weight  # noqa: E402
 from rocm_fp8.toolchain import Toolchain  # noqa: E402
+from numerics import reference_linear  # noqa: E402
 
 FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -67,13 +68,6 @@ def make_operands(m, n, k, fp8, seed, scale_layout="row"):
     return x_q, x_scale, w_q, w_scale
 
 
-def reference(x_q, x_scale, w_q, w_scale):
-    k = x_q.shape[1]
-    xs = x_scale.double().repeat_interleave(128, 1)[:, :k]
-    ws = w_scale.double().repeat_interleave(128, 0)[: w_q.shape[0]].repeat_interleave(128, 1)[:, :k]
-    return (x_q.double() * xs) @ (w_q.double() * ws).t()
-
-
 def check_close(y, ref, out_dtype):
     assert torch.isfinite(y).all(), "output has NaN/Inf (poisoned elements left unwritten?)"
     yd = y.double()
@@ -111,7 +105,7 @@ def test_matches_reference(kernel, fp8, m, n, k, cfg):
     config = kernel.KernelConfig(**cfg).validate() if cfg else None
     ops = make_operands(m, n, k, fp8, seed=m * 1000 + n + k)
     y = run_poisoned(kernel, ops, torch.bfloat16, config)
-    check_close(y, reference(*ops), torch.bfloat16)
+    check_close(y, reference_linear(*ops), torch.bfloat16)
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -121,7 +115,7 @@ def test_m_contiguous_scales_and_out_dtype(kernel, out_dtype):
     cfg = kernel.KernelConfig(block_m=16, block_n=128, split_k=2)
     y = run_poisoned(kernel, ops, out_dtype, cfg)
     assert y.dtype == out_dtype
-    check_close(y, reference(*ops), out_dtype)
+    check_close(y, reference_linear(*ops), out_dtype)
 
 
 def test_quantized_end_to_end(kernel):
@@ -149,7 +143,7 @@ def test_frame_survives_tiny_and_zero_scales(kernel, bn):
     w_s[0, 3] = 0.0
     cfg = kernel.KernelConfig(block_m=16, block_n=bn, frame=True)
     y = run_poisoned(kernel, (x_q, x_s, w_q, w_s), torch.float16, cfg)
-    ref = reference(x_q, x_s, w_q, w_s)
+    ref = reference_linear(x_q, x_s, w_q, w_s)
     assert torch.isfinite(y).all()
     rel = ((y.double() - ref).norm() / ref.norm()).item()
     assert rel < 1e-3, rel
@@ -167,7 +161,7 @@ def test_split_k_is_deterministic(kernel):
 def test_catches_a_wrong_scale(kernel):
     """The check is sharp enough to see one wrong weight-scale block."""
     ops = list(make_operands(16, 256, 256, FN, seed=5))
-    ref = reference(*ops)
+    ref = reference_linear(*ops)
     ops[3] = ops[3].clone()
     ops[3][1, 1] *= 1.5
     y = kernel.blockscale_gemm(*ops, torch.float16)
@@ -236,7 +230,7 @@ def test_backend_runs_on_cpu_under_interpreter(kernel):
     prepared = b.prepare_weight(w_q, w_s)
     assert isinstance(prepared, PreparedWeight)
     y = b.run(x_q, x_s, prepared, torch.bfloat16)
-    check_close(y, reference(x_q, x_s, w_q, w_s), torch.bfloat16)
+    check_close(y, reference_linear(x_q, x_s, w_q, w_s), torch.bfloat16)
 
 
 def test_backend_refusals_have_reasons():

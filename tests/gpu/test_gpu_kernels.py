@@ -18,6 +18,7 @@ if not torch.cuda.is_available():  # pragma: no cover - the conftest skips these
 from rocm_fp8.backends.base import Problem  # noqa: E402
 from rocm_fp8.quant import QUANT_MAX  # noqa: E402
 from rocm_fp8.toolchain import detect  # noqa: E402
+from numerics import reference_linear  # noqa: E402
 
 HIP = torch.version.hip is not None
 FP8 = torch.float8_e4m3fnuz if HIP and "gfx94" in torch.cuda.get_device_properties(0).gcnArchName \
@@ -40,13 +41,6 @@ def operands(m, n, k, seed, mcontig=False):
     return x_q, x_s, w_q, w_s
 
 
-def reference64(x_q, x_s, w_q, w_s):
-    k = x_q.shape[1]
-    xs = x_s.double().repeat_interleave(128, 1)[:, :k]
-    ws = w_s.double().repeat_interleave(128, 0)[: w_q.shape[0]].repeat_interleave(128, 1)[:, :k]
-    return (x_q.double() * xs) @ (w_q.double() * ws).t()
-
-
 def assert_close(y, ref, tol=1e-2):
     assert torch.isfinite(y).all(), "NaN/Inf in the output (unwritten poisoned elements?)"
     yd = y.double()
@@ -66,7 +60,7 @@ def test_triton_tuned_config(n, k, m):
     cfg = TritonBackend().config_for(m, n, k, detect())
     out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
     y = blockscale_gemm(*ops, torch.bfloat16, config=cfg, out=out)
-    assert_close(y, reference64(*ops))
+    assert_close(y, reference_linear(*ops))
 
 
 def _table_rows():
@@ -88,16 +82,16 @@ def test_every_tuned_row_is_as_accurate_as_its_output_dtype_allows(n, k, m, cfg)
     """A table row may be fast only if it is also accurate: within tune.ACCURACY_SLACK of the error of
     the exact result rounded to bf16 (no kernel can do better), at the row's own M (capped at 4096)."""
     from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
-    from rocm_fp8.tune import ACCURACY_SLACK
+    from rocm_fp8.tune import ACCURACY_SLACK, accuracy_floor, rel_error
 
     m = min(m, 4096)
     ops = operands(m, n, k, seed=m + n + 3 * k)
-    ref = reference64(*ops)
-    floor = ((ref.to(torch.bfloat16).double() - ref).norm() / ref.norm()).item()
+    ref = reference_linear(*ops)
+    floor = accuracy_floor(ref, torch.bfloat16)
     out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
     y = blockscale_gemm(*ops, torch.bfloat16, config=KernelConfig.from_dict(cfg), out=out)
     assert torch.isfinite(y).all(), "NaN/Inf in the output"
-    rel = ((y.double() - ref).norm() / ref.norm()).item()
+    rel = rel_error(y, ref)
     assert rel <= ACCURACY_SLACK * floor, f"relative error {rel:.3g} vs bf16 floor {floor:.3g} with {cfg}"
 
 
@@ -129,7 +123,7 @@ def test_triton_config_variants(cfg, m):
         if cfg.get("tma"):
             pytest.skip(f"this Triton cannot build the variant: {type(exc).__name__}: {str(exc)[:200]}")
         raise
-    assert_close(y, reference64(*ops), tol=2e-3)
+    assert_close(y, reference_linear(*ops), tol=2e-3)
 
 
 def test_triton_deterministic_and_no_races():
@@ -164,7 +158,7 @@ def test_torch_scaled_mm(n, k, m):
     prepared = b.prepare_weight(w_q, w_s)
     y = b.run(x_q, x_s, prepared, torch.bfloat16)
     assert y.shape == (m, n)
-    assert_close(y, reference64(x_q, x_s, w_q, w_s))
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch-scaled-mm", "auto"])
@@ -174,7 +168,7 @@ def test_public_op_and_graph_capture(backend):
     if backend == "torch-scaled-mm" and (HIP or torch.cuda.get_device_capability()[0] != 9):
         pytest.skip("sm90 only")
     x_q, x_s, w_q, w_s = operands(16, 2112, 7168, seed=99)
-    ref = reference64(x_q, x_s, w_q, w_s)
+    ref = reference_linear(x_q, x_s, w_q, w_s)
     y = rocm_fp8.w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s, backend=backend)
     assert_close(y, ref)
     s = torch.cuda.Stream()
