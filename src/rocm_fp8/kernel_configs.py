@@ -52,7 +52,7 @@ ENV_DIR = "ROCM_FP8_CONFIG_DIR"
 
 MATCH_WORDS = {
     "device": "this device's own table",
-    "family": "the table of another device of the same family (same arch and SM/CU count)",
+    "family": "its family's table: same arch and SM/CU count",
     "arch": "the arch-level table",
 }
 
