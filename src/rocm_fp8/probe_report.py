@@ -21,7 +21,8 @@ Speed (optional ``"speed"`` list, written by ``rocm-fp8 tune`` and ``rocm-fp8 pr
 one entry per (backend, N, K, M) with the median time ``us`` and ``tflops``, measured with
 CUDA-graph replays over input sets that span 3x the L2 (:func:`rocm_fp8.tune.time_calls`), only for
 backends that were available, not marked unsafe at that M, and matched the float32 reference.
-A problem at M reads the entry with the smallest measured M >= M (the largest beyond the last);
+A problem at M reads the entry with the smallest measured M >= M; beyond the largest measured M only
+when that is >= 4096 (compute-bound: speed no longer grows with M), else no figure;
 :meth:`ProbeEvidence.speed` hands it to the policy, which ranks by it. Reports without the list
 (version 1 as first written) read as before.
 """
@@ -45,6 +46,9 @@ ENV_CACHE = "ROCM_FP8_CACHE"
 #: extra report files to read as evidence (os.pathsep-separated); only those whose fingerprint
 #: matches the toolchain count
 ENV_REPORTS = "ROCM_FP8_PROBE_REPORT"
+
+#: a speed measured at M >= this stands for every larger M (see the module docstring)
+SPEED_FLAT_FROM_M = 4096
 
 SYMPTOM_WORDS = {
     "wrong": "wrong results",
@@ -215,7 +219,12 @@ class ProbeEvidence:
         rows = self._speed.get((backend, problem.n, problem.k, problem.fp8_dtype, problem.device_type))
         if not rows:
             return None
-        row = next((r for r in rows if int(r["m"]) >= problem.m), rows[-1])
+        row = next((r for r in rows if int(r["m"]) >= problem.m), None)
+        if row is None:
+            # beyond the largest measured M: only from the compute-bound regime, where speed is flat in M
+            if int(rows[-1]["m"]) < SPEED_FLAT_FROM_M:
+                return None
+            row = rows[-1]
         return Speed(float(row["tflops"]), f"probe:{self.origin}", int(row["m"]), row.get("us"))
 
     def verdict(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Verdict]:
