@@ -440,10 +440,13 @@ def _backend_inputs(backend, sets, fp8):
     return out
 
 
-def time_backend(backend, sets, ref, fp8, out_dtype=None) -> dict[str, Any]:
+def time_backend(backend, sets, ref, fp8, out_dtype=None, timer=None) -> dict[str, Any]:
     """Time ``backend`` the way the dispatcher runs it (its prepared weight, its ``run``) over the
-    rotating ``sets``, after checking set 0 against ``ref``. Returns {"us", "rel_err", ...} or {"error"}."""
+    rotating ``sets``, after checking set 0 against ``ref``. Returns {"us", "rel_err", ...} or {"error"}.
+    ``timer`` (default :func:`time_calls`, CUDA graphs) takes the list of calls."""
     import torch
+
+    timer = timer or time_calls
 
     out_dtype = out_dtype or torch.bfloat16
     try:
@@ -453,18 +456,20 @@ def time_backend(backend, sets, ref, fp8, out_dtype=None) -> dict[str, Any]:
         err = rel_error(calls[0](), ref)
         if not err < SPEED_MAX_REL_ERR:  # NaN fails too
             return {"error": f"output differs from the float32 reference: relative error {err:.3g}", "rel_err": err}
-        res = time_calls(calls)
+        res = timer(calls)
         res["rel_err"] = err
         return res
     except Exception as exc:  # noqa: BLE001 - recorded, never fatal
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
 def safe_backends(tc, n: int, k: int, m: int, fp8_name: str, names: Optional[Sequence[str]] = None,
                   evidence=None) -> tuple[list, dict[str, str]]:
     """The registered backends that may be timed at (N, K, M) here: available, supporting the
-    problem, and not marked unsafe by the evidence (ledger, probe reports). Also why the others not."""
+    problem, and not marked unsafe by the evidence (ledger, probe reports). Also, for those that
+    evidence marks unsafe, why."""
     from rocm_fp8 import backends as registry
     from rocm_fp8 import policy
     from rocm_fp8.backends.base import Problem
@@ -479,8 +484,8 @@ def safe_backends(tc, n: int, k: int, m: int, fp8_name: str, names: Optional[Seq
         d = policy.decide(tc, problem, [b], evidence, requested=b.name)
         if d.ok:
             ok.append(b)
-        else:
-            skipped[b.name] = d.reason
+        elif d.failure == "unsafe" or any(c.ok is False and c.evidence for c in d.considered):
+            skipped[b.name] = d.reason  # worth saying; "not on this GPU" is not
     return ok, skipped
 
 
