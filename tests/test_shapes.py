@@ -190,3 +190,14 @@ def test_progress_redraws_one_line_on_a_terminal():
     assert text.count("\r\x1b[2K") == 3 and "msg\n" in text and text.endswith("\n")
     with pytest.raises(ValueError, match="total: expected a positive amount of work, got 0"):
         Progress(0)
+
+
+def test_the_bench_preset_is_bench_gemms_shape_list():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gemm.py"
+    spec = importlib.util.spec_from_file_location("bench_gemm", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert PRESETS["bench"] == list(bench.SHAPES.values())
