@@ -197,3 +197,11 @@ def test_time_backend_checks_numerics_before_timing():
     assert "us" not in nan and "relative error inf" in nan["error"]
     small = make_sets(16, 256, 512, fp8, 1, device="cpu", seed=12)
     assert "us" in time_backend(WrongAboveM(), small, reference(*small[0]), fp8, timer=_cpu_timer)
+
+
+def test_probe_in_an_image_mounts_the_hosts_cache(tmp_path):
+    from rocm_fp8_deploy.host import CONTAINER_CACHE, cache_mount
+
+    opts = cache_mount(tmp_path / "cache")
+    assert opts["volumes"] == {str((tmp_path / "cache").resolve()): {"bind": CONTAINER_CACHE, "mode": "rw"}}
+    assert opts["environment"] == {pr.ENV_CACHE: CONTAINER_CACHE}
