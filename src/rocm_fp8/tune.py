@@ -1,15 +1,25 @@
 """``rocm-fp8 tune``: measure kernel configurations on the local GPU and write the config table.
 
-    rocm-fp8 tune --n 2112 --k 7168 [--n N --k K ...] [--m 1 --m 16 ...] [--output PATH]
+    rocm-fp8 tune --n 2112 --k 7168 [--n N --k K ...] | --preset NAME | --from-config config.json [--tp N ...]
+                  | --table-shapes nvidia_h100_80gb_hbm3   [--m 1 --m 16 ...] [--output PATH]
 
 For each (N, K) and M it times every candidate configuration of the Triton kernel (CUDA-graph
-replays over rotating input sets, median; see :func:`time_calls`), keeps the fastest one that is
-also correct, measures cuBLASLt blockwise FP8 (``torch-scaled-mm``) beside it where that runs, and
-merges the rows into ``--output`` (default: ``./<device>.json``, the name the package looks for).
-Point ``ROCM_FP8_CONFIG_DIR`` at the output's folder, or copy the file into ``rocm_fp8/configs``.
+replays over rotating input sets that span 3x the L2, median; see :func:`time_calls`), keeps the
+fastest one that is also accurate (within 1.25x of the bf16 rounding floor), measures cuBLASLt
+blockwise FP8 (``torch-scaled-mm``) beside it where that runs, and merges the rows into ``--output``
+(default: ``./<device>.json``; the package reads ``rocm_fp8/configs/`` and the folders in
+``ROCM_FP8_TABLES``). The table records the device, its arch and SM/CU count, and the versions.
 
-Candidates compile in parallel worker processes first (``--jobs``), which fill Triton's on-disk
-cache; the timing process then only loads them.
+Speed evidence: at each (N, K, M) every other backend that is available and not marked unsafe by
+the evidence (ledger, probe reports) is timed the same way, as the dispatcher runs it, after a check
+against the float32 reference. All the figures go into this toolchain's probe report in the cache
+(``$ROCM_FP8_CACHE/probe/<fingerprint>.json``), where ``auto`` reads them, and to ``--speed-output``.
+
+Time: 7 M values by default (1 to 16384) and at most 37 candidates per M (11 at M <= 16), compiled
+in parallel worker processes first (``--jobs``), which fill Triton's on-disk cache; the timing
+process then only loads them. About 10 s per shape on an H200 (the four MiniMax-M2.5 TP4 shapes took
+37 s). When the projected time passes ``--time-budget`` (300 s) the remaining shapes use the quick
+candidate set, so a model's shapes stay within about 5 minutes. Progress and ETA go to stderr.
 """
 
 from __future__ import annotations
