@@ -54,14 +54,15 @@ def test_the_shipped_h100_table_records_where_it_was_measured():
     assert t.measured_on() == "NVIDIA H100 80GB HBM3 (sm90, 132 SMs)"
 
 
-def test_an_h200_without_a_table_gets_the_h100_table_of_its_family():
-    h200 = Toolchain.hypothetical("sm90", device_name="NVIDIA H200", cu_count=132)
-    m = kernel_configs.find_for(h200)
+def test_a_new_device_of_the_h100_family_gets_its_table():
+    # the H800 (sm90, 132 SMs) has no table of its own
+    h800 = Toolchain.hypothetical("sm90", device_name="NVIDIA H800", cu_count=132)
+    m = kernel_configs.find_for(h800)
     assert m is not None and m.match == "family" and m.path == SHIPPED_H100
     own = kernel_configs.find_for(Toolchain.hypothetical("sm90", device_name=H100))
     assert own.match == "device" and own.path == SHIPPED_H100
     # what the dispatcher then does with it: our kernel at decode sizes, cited with the table's figure
-    d = explain(2048, 3072, 16, toolchain=h200)
+    d = explain(2048, 3072, 16, toolchain=h800)
     assert d.backend == "triton"
     assert f"[table:{SHIPPED_H100}]" in d.reason and "measured 27.2 TFLOPS at M=16" in d.reason
 
@@ -101,12 +102,12 @@ def test_arch_tables_never_serve_as_family_tables(tmp_path, monkeypatch):
 
 def test_a_table_without_sm_count_is_found_by_name_only(tmp_path, monkeypatch):
     # the format before sm_count existed (e.g. written by an older `rocm-fp8 tune`) still reads
-    _table(tmp_path, "nvidia_h200", "NVIDIA H200", "sm90", None, {"2048,3072": [_row(16, 16, 60.0, 30.0)]})
+    _table(tmp_path, "nvidia_h20_test", "NVIDIA H20 test", "sm90", None, {"2048,3072": [_row(16, 16, 60.0, 30.0)]})
     monkeypatch.setenv(kernel_configs.ENV_TABLES, str(tmp_path))
     kernel_configs.clear_cache()
-    h200 = kernel_configs.find_table("NVIDIA H200", "sm90", 132)
-    assert h200.match == "device" and h200.table.sm_count is None
-    assert h200.table.row(16, 2048, 3072).triton_tflops == 60.0
+    own = kernel_configs.find_table("NVIDIA H20 test", "sm90", 132)
+    assert own.match == "device" and own.table.sm_count is None
+    assert own.table.row(16, 2048, 3072).triton_tflops == 60.0
     # and another 132-SM device still gets the H100's table (which records its SM count)
     assert kernel_configs.find_table("NVIDIA H800", "sm90", 132).path == SHIPPED_H100
 
@@ -210,12 +211,12 @@ def test_tune_write_table_goes_through_the_one_writer(tmp_path):
 # -- explain and info say which table, measured where ------------------------------------------------
 
 def test_explain_names_the_table_and_the_device_it_was_measured_on(capsys):
-    assert cli_main(["explain", "--arch", "sm90", "--device", "NVIDIA H200", "--n", "2048", "--k", "3072",
+    assert cli_main(["explain", "--arch", "sm90", "--device", "NVIDIA H800", "--n", "2048", "--k", "3072",
                      "--m", "16"]) == 0
     out = capsys.readouterr().out
     assert f"table:    {SHIPPED_H100} (its family's table: same arch and SM/CU count), measured on " \
            "NVIDIA H100 80GB HBM3 (sm90, 132 SMs)" in out
-    assert cli_main(["explain", "--arch", "sm90", "--device", "NVIDIA H200", "--n", "2048", "--k", "3072",
+    assert cli_main(["explain", "--arch", "sm90", "--device", "NVIDIA H800", "--n", "2048", "--k", "3072",
                      "--m", "16", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["table"]["match"] == "family" and data["table"]["device"] == H100 and data["table"]["sm_count"] == 132

@@ -106,7 +106,7 @@ def test_speed_measured_here_goes_before_the_table(tmp_path, monkeypatch):
     # shapes the report does not cover still rank by the table
     assert "[table:" in explain(2048, 3072, 4096, toolchain=tc).reason
     # another toolchain (another device) does not read this report
-    other = Toolchain.hypothetical("sm90", device_name="NVIDIA H200").with_(source="detected")
+    other = Toolchain.hypothetical("sm90", device_name="NVIDIA H800").with_(source="detected")
     assert explain(2048, 3072, 16, toolchain=other).backend == "triton"
 
 
