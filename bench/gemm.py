@@ -98,7 +98,7 @@ def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
     run("cublaslt", [lambda p=p: scaled_mm_blockwise(*p) for p in prepped],
         lambda: scaled_mm_blockwise(*prepped[0]))
 
-    row = kernel_configs.lookup(m, n, k, tc.device_name, tc.arch)
+    row = kernel_configs.lookup(m, n, k, tc.device_name, tc.arch, tc.cu_count)
     tuned = backend.config_for(m, n, k, tc)
     cell["tuned_config"] = tuned.to_dict()
     cell["table_row_m"] = row.m if row else None
