@@ -1,8 +1,8 @@
 """The probe: measure each backend's numerics on this machine, in a subprocess per backend.
 
-    rocm-fp8 probe [--backend NAME ...] [--n N --k K ... | --preset NAME ...] [--m M ...] [--max-m M]
-                   [--timeout S] [--build-timeout S] [--repeats R] [--plugin SPEC ...]
-                   [--json] [--output PATH] [--no-cache] [--static]
+    rocm-fp8 probe [--backend NAME ...] [--n N --k K ... | --preset NAME ... | --from-config CONFIG [--tp N]]
+                   [--m M ...] [--max-m M] [--timing [--timing-m M ...]] [--timeout S] [--build-timeout S]
+                   [--repeats R] [--plugin SPEC ...] [--json] [--output PATH] [--no-cache] [--static]
 
 For every backend x shape x M it draws fresh random inputs, quantizes them the way the backend
 does in production (``backend.quantize_input``), runs the backend ``--repeats`` times and compares
@@ -24,6 +24,10 @@ prefill chunk size; on a machine without a GPU it stops at 512 unless ``--max-m`
 The first launch of each backend gets ``--build-timeout``: aiter's CK modules are JIT-built by the
 image's hipcc on first use, so for ``aiter-ck``/``aiter-bpreshuffle`` that launch is the hipcc
 miscompilation probe (the build, then the numbers of what it built).
+
+``--timing`` then times every backend that is available and safe (after this very probe) per
+(N, K, M), with the tuner's method (CUDA-graph replays over inputs that span 3x the L2), and adds the
+figures to the report's ``speed`` list, which ``auto`` ranks by (:mod:`rocm_fp8.probe_report`).
 
 Results go to the cache keyed by the toolchain fingerprint (see :mod:`rocm_fp8.probe_report`),
 where the dispatcher finds them, and optionally to ``--output``. ``--static`` runs no kernel: it
