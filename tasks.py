@@ -78,7 +78,7 @@ def build(c, rocm=None, arch=None, registry=None, wheelhouse=None, push=False, n
     print("\n" + summary(built))
 
 
-@task(help={"image": "run the probe inside this image (with the host's GPUs) instead of on the host",
+@task(help={"image": "run the probe inside this image (with the host's GPUs and probe cache) instead of on the host",
             "args": "extra arguments for `rocm-fp8 probe`, quoted, e.g. --args '--static'"})
 def probe(c, image=None, args=""):
     """Run `rocm-fp8 probe` on the host, or inside an image."""
@@ -86,7 +86,7 @@ def probe(c, image=None, args=""):
 
     with refusals():
         argv = shlex.split(args)
-        code = host.run_cli_in_image(image, ["probe", *argv]) if image else host.probe_host(argv)
+        code = host.probe_in_image(image, argv) if image else host.probe_host(argv)
     if code:
         raise Exit(code=code)
 

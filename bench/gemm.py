@@ -3,11 +3,15 @@
     PYTHONPATH=src python3 bench/gemm.py [--out bench/results] [--shape N,K ...] [--m M ...]
 
 Per (N, K, M) cell, in one process: bf16 ``torch.matmul``, cuBLASLt blockwise FP8 (``torch._scaled_mm``),
-our Triton kernel with its tuned table (``rocm_fp8/configs``, or ``ROCM_FP8_CONFIG_DIR``), and our
-Triton kernel with the size-based default config. Each is checked against a float32 reference first,
-then timed as the median of CUDA-graph replays over input sets rotated so they span 3x the L2
-(``rocm_fp8.tune.time_calls``). Writes ``gemm-<device>.json`` and ``.md`` with TFLOPS, ratios and
-geomeans, the device and the torch/triton/CUDA versions.
+our Triton kernel with its tuned table (``rocm_fp8/configs``, or the folders in ``ROCM_FP8_TABLES``),
+our Triton kernel with the size-based default config, every other backend that is available and safe
+here (aiter's on AMD), and ``auto``: the backend the dispatcher picks for the cell, run the way the
+dispatcher runs it. ``best`` is the fastest single backend of the cell. Each is checked against a
+float32 reference first, then timed as the median of CUDA-graph replays over input sets rotated so
+they span 3x the L2 (``rocm_fp8.tune.time_calls``). Writes ``gemm-<device>.json`` and ``.md`` with
+TFLOPS, ratios, geomeans, the issue-13 targets (auto >= 0.97x best in every cell; auto >= 1.3x
+cuBLASLt geomean for 16 <= M <= 256 and >= 1.5x at M = 1), the table used and where it was
+measured, the device and the torch/triton/CUDA versions.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from rocm_fp8 import kernel_configs
+from rocm_fp8 import backends as registry
+from rocm_fp8 import dispatch, kernel_configs
 from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_blockwise
 from rocm_fp8.backends.triton import TritonBackend
 from rocm_fp8.kernels.triton_blockscale import blockscale_gemm, default_config
 from rocm_fp8.toolchain import detect
-from rocm_fp8.tune import make_sets, reference, rel_error, rotation_sets, tflops, time_calls, versions
+from rocm_fp8.tune import (make_sets, reference, rel_error, rotation_sets, safe_backends, tflops, time_backend,
+                           time_calls, versions)
 
 SHAPES = {
     "MiniMax-M2.5 TP4 qkv": (2048, 3072),
@@ -40,7 +46,12 @@ SHAPES = {
     "DeepSeek-V3 TP1 (7168,2048)": (7168, 2048),
 }
 MS = (1, 16, 64, 256, 1024, 4096, 16384)
-VARIANTS = ("bf16", "cublaslt", "triton_tuned", "triton_default")
+VARIANTS = ("bf16", "cublaslt", "triton_tuned", "triton_default", "auto")
+#: bench columns that are a backend as the dispatcher runs it
+BACKEND_COLUMNS = {"cublaslt": "torch-scaled-mm", "triton_tuned": "triton"}
+#: issue 13's targets
+TARGET_AUTO_OVER_BEST = 0.97
+TARGET_AUTO_OVER_CUBLASLT = {"16<=M<=256": 1.3, "M=1": 1.5}
 
 
 def geomean(xs):
@@ -87,7 +98,7 @@ def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
     run("cublaslt", [lambda p=p: scaled_mm_blockwise(*p) for p in prepped],
         lambda: scaled_mm_blockwise(*prepped[0]))
 
-    row = kernel_configs.lookup(m, n, k, tc.device_name, tc.arch)
+    row = kernel_configs.lookup(m, n, k, tc.device_name, tc.arch, tc.cu_count)
     tuned = backend.config_for(m, n, k, tc)
     cell["tuned_config"] = tuned.to_dict()
     cell["table_row_m"] = row.m if row else None
@@ -98,6 +109,35 @@ def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
     run("triton_default", [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=dflt, check=False)
                            for s in sets],
         lambda: blockscale_gemm(*sets[0], torch.bfloat16, config=dflt))
+
+    # every other backend that may run here (aiter's on AMD), as the dispatcher runs it
+    fp8_name = "e4m3fn" if fp8 == torch.float8_e4m3fn else "e4m3fnuz"
+    ok, _ = safe_backends(tc, n, k, m, fp8_name)
+    cell["others"] = {}
+    for b in ok:
+        if b.name not in BACKEND_COLUMNS.values():
+            r = time_backend(b, sets, ref, fp8)
+            if "us" in r:
+                r["tflops"] = tflops(m, n, k, r["us"])
+            cell["others"][b.name] = r
+
+    # auto: the dispatcher's choice for this cell, timed through that backend's own run path
+    d = dispatch.decide(n, k, m, fp8_name, "bfloat16", "cuda", "auto")
+    if d.ok:
+        r = time_backend(registry.get_backend(d.backend), sets, ref, fp8)
+        if "us" in r:
+            r["tflops"] = tflops(m, n, k, r["us"])
+        r["backend"], r["reason"] = d.backend, d.reason
+        cell["auto"] = r
+    else:
+        cell["auto"] = {"error": f"auto chose nothing: {d.reason}"}
+
+    singles = {name: (cell.get(col) or {}).get("tflops") for col, name in BACKEND_COLUMNS.items()}
+    singles.update({name: r.get("tflops") for name, r in cell["others"].items()})
+    singles = {name: t for name, t in singles.items() if t}
+    if singles:
+        best = max(singles, key=singles.get)
+        cell["best"] = {"backend": best, "tflops": singles[best]}
     del sets, prepped, ref
     torch.cuda.empty_cache()
     return cell
@@ -124,9 +164,36 @@ def summarize(cells) -> dict:
               if tf(c, "triton_tuned") and tf(c, "triton_default")]
         g["tuned_over_default_geomean"] = geomean(dd)
         out[gname] = g
+        g["best"] = geomean([(c.get("best") or {}).get("tflops") for c in sel])
+        ac = [tf(c, "auto") / tf(c, "cublaslt") for c in sel if tf(c, "auto") and tf(c, "cublaslt")]
+        g["auto_over_cublaslt_geomean"] = geomean(ac)
+        ab = [tf(c, "auto") / c["best"]["tflops"] for c in sel if tf(c, "auto") and c.get("best")]
+        g["auto_over_best_geomean"] = geomean(ab)
+        g["auto_over_best_min"] = min(ab) if ab else None
+        out[gname] = g
     ratios = [tf(c, "triton_tuned") / tf(c, "cublaslt") for c in cells
               if c["m"] >= 16 and tf(c, "triton_tuned") and tf(c, "cublaslt")]
     out["min_ratio_M>=16"] = min(ratios) if ratios else None
+    return out
+
+
+def targets(cells, summary) -> dict:
+    """Issue 13's targets, each with the figure, the bar and whether it was met."""
+    def tf(c, v):
+        return (c.get(v) or {}).get("tflops")
+
+    below = [{"n": c["n"], "k": c["k"], "m": c["m"], "auto": c["auto"].get("backend"), "best": c["best"]["backend"],
+              "ratio": tf(c, "auto") / c["best"]["tflops"]}
+             for c in cells if c.get("best") and tf(c, "auto")
+             and tf(c, "auto") < TARGET_AUTO_OVER_BEST * c["best"]["tflops"]]
+    missing = [(c["n"], c["k"], c["m"]) for c in cells if not (c.get("best") and tf(c, "auto"))]
+    ratios = [tf(c, "auto") / c["best"]["tflops"] for c in cells if c.get("best") and tf(c, "auto")]
+    out = {"auto>=0.97x best in every cell": {"min": min(ratios) if ratios else None, "bar": TARGET_AUTO_OVER_BEST,
+                                              "met": bool(ratios) and not below and not missing,
+                                              "cells_below": below, "cells_unmeasured": missing}}
+    for group, bar in TARGET_AUTO_OVER_CUBLASLT.items():
+        g = (summary.get(group) or {}).get("auto_over_cublaslt_geomean")
+        out[f"auto/cuBLASLt geomean {group} >= {bar}"] = {"value": g, "bar": bar, "met": g is not None and g >= bar}
     return out
 
 
@@ -151,9 +218,25 @@ def markdown(result) -> str:
                      f"{fmt(s['triton_over_cublaslt_min'], 3)} | {fmt(s['triton_over_bf16_geomean'], 3)} | "
                      f"{fmt(s['tuned_over_default_geomean'], 3)} |")
     lines += ["", f"Lowest tuned/cuBLASLt cell over M >= 16: {fmt(result['summary'].get('min_ratio_M>=16'), 3)}", "",
+              "## auto (geomean TFLOPS)", "",
+              "| M range | auto | best single backend | auto/cuBLASLt | auto/best (geomean, min) |",
+              "|---|---|---|---|---|"]
+    for g, s in result["summary"].items():
+        if isinstance(s, dict):
+            lines.append(f"| {g} | {fmt(s.get('auto'))} | {fmt(s.get('best'))} | "
+                         f"{fmt(s.get('auto_over_cublaslt_geomean'), 3)} | {fmt(s.get('auto_over_best_geomean'), 3)}, "
+                         f"{fmt(s.get('auto_over_best_min'), 3)} |")
+    lines += ["", "## Targets (issue 13)", ""]
+    for name, t in result.get("targets", {}).items():
+        fig = t.get("value", t.get("min"))
+        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {name}: {fmt(fig, 3)}")
+        for c in t.get("cells_below", []):
+            lines.append(f"  - N={c['n']} K={c['k']} M={c['m']}: auto ({c['auto']}) {c['ratio']:.3f}x best ({c['best']})")
+    lines += ["", f"Kernel table: {result.get('table_words')}", "",
               "## Cells (TFLOPS; time in us for M = 1)", "",
-              "| N,K | M | bf16 | cuBLASLt | Triton tuned | Triton default | ratio | tuned config |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| N,K | M | bf16 | cuBLASLt | Triton tuned | Triton default | auto (choice) | best (backend) | "
+              "auto/best | ratio | tuned config |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
         def cellv(v):
             r = c.get(v) or {}
@@ -171,8 +254,13 @@ def markdown(result) -> str:
                  f"{'x' + str(cfg['programs_per_sm']) if cfg.get('persistent') and cfg.get('programs_per_sm', 1) > 1 else ''}"
                  f"{' TMA' if cfg.get('tma') else ''}"
                  f"{' F' if cfg.get('frame') else ''}")
+        au, be = (c.get("auto") or {}), (c.get("best") or {})
+        auto_s = f"{cellv('auto')} ({au.get('backend', '-')})"
+        best_s = f"{fmt(be.get('tflops'))} ({be.get('backend', '-')})"
+        ab = fmt(au["tflops"] / be["tflops"], 3) if au.get("tflops") and be.get("tflops") else "-"
         lines.append(f"| {c['n']},{c['k']} | {c['m']} | {cellv('bf16')} | {cellv('cublaslt')} | "
-                     f"{cellv('triton_tuned')} | {cellv('triton_default')} | {ratio} | {short} |")
+                     f"{cellv('triton_tuned')} | {cellv('triton_default')} | {auto_s} | {best_s} | {ab} | "
+                     f"{ratio} | {short} |")
     errs = [(c["n"], c["k"], c["m"], v, c[v]["error"]) for c in result["cells"] for v in VARIANTS
             if isinstance(c.get(v), dict) and "error" in c[v]]
     if errs:
@@ -203,11 +291,16 @@ def main(argv=None) -> int:
             cells.append(c)
             tt, cb = (c.get("triton_tuned") or {}).get("us"), (c.get("cublaslt") or {}).get("us")
             bf = (c.get("bf16") or {}).get("us")
-            print(f"N={n} K={k} M={m}: bf16 {fmt(bf, 2)} us, cuBLASLt {fmt(cb, 2)} us, triton {fmt(tt, 2)} us "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-    table = kernel_configs.table_for(tc.device_name, tc.arch)
-    result = {"device": device, "arch": tc.arch, "versions": versions(),
-              "table": str(table.path) if table else None, "cells": cells, "summary": summarize(cells)}
+            au = c.get("auto") or {}
+            print(f"N={n} K={k} M={m}: bf16 {fmt(bf, 2)} us, cuBLASLt {fmt(cb, 2)} us, triton {fmt(tt, 2)} us, "
+                  f"auto ({au.get('backend', '-')}) {fmt(au.get('us'), 2)} us ({time.time() - t0:.0f}s)", flush=True)
+    match = kernel_configs.find_for(tc)
+    summary = summarize(cells)
+    result = {"device": device, "arch": tc.arch, "sm_count": tc.cu_count, "versions": versions(),
+              "fingerprint": tc.fingerprint,
+              "table": str(match.path) if match else None, "table_match": match.to_dict() if match else None,
+              "table_words": match.describe() if match else "none (size-based default)",
+              "cells": cells, "summary": summary, "targets": targets(cells, summary)}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"gemm-{kernel_configs.slug(device)}{('-' + args.tag) if args.tag else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")

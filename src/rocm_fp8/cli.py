@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", metavar="NAME", dest="device_name",
                     help="hypothetical device name, which selects measured speed tables "
                          "(e.g. 'NVIDIA H100 80GB HBM3')")
+    ex.add_argument("--cu-count", type=_positive_int, metavar="N",
+                    help="hypothetical SM (NVIDIA) or CU (AMD) count, which selects a family's table "
+                         "(default: the arch's usual count: sm90 132, gfx942 304, gfx950 256)")
     ex.add_argument("--backend", default="auto", help="explain an explicit request instead of 'auto'")
     ex.add_argument("--fp8", choices=["e4m3fn", "e4m3fnuz"], help="weight FP8 flavour (default: the arch's)")
     ex.add_argument("--out-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -82,7 +85,7 @@ def _toolchain_for(args) -> "Toolchain":
     from rocm_fp8.toolchain import Toolchain, detect
 
     hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit,
-                                               args.aiter_commit_date, args.device_name))
+                                               args.aiter_commit_date, args.device_name, args.cu_count))
     if not hypothetical and not args.no_aiter:
         return detect()
     if args.arch is None:
@@ -90,7 +93,8 @@ def _toolchain_for(args) -> "Toolchain":
                          "expected one of gfx942, gfx950, sm90, cpu")
     return Toolchain.hypothetical(args.arch, hip=args.hip, rocm=args.rocm, aiter=not args.no_aiter,
                                   aiter_version=args.aiter_version, aiter_commit=args.aiter_commit,
-                                  aiter_commit_date=args.aiter_commit_date, device_name=args.device_name)
+                                  aiter_commit_date=args.aiter_commit_date, device_name=args.device_name,
+                                  cu_count=args.cu_count)
 
 
 def cmd_explain(args) -> int:
@@ -102,11 +106,14 @@ def cmd_explain(args) -> int:
     if args.json:
         out = d.to_dict()
         # the documented minimal shape first, details after
+        from rocm_fp8.explain import table_info
+
         print(json.dumps({"backend": out["backend"], "reason": out["reason"],
                           "considered": [{"backend": c["backend"], "ok": c["ok"], "reason": c["reason"],
                                           "evidence": c["evidence"], "rank": c["rank"]} for c in out["considered"]],
                           "toolchain": out["toolchain"], "evidence": out["evidence"], "problem": out["problem"],
-                          "requested": out["requested"], "notes": out["notes"]}, indent=2))
+                          "requested": out["requested"], "notes": out["notes"],
+                          "table": table_info(tc)}, indent=2))
     else:
         print(format_decision(d))
     return 0 if d.ok else 3
@@ -122,7 +129,11 @@ def info_dict() -> dict:
     for b in all_backends():
         ok, why = safe_call(b.available, tc)
         rows.append({"backend": b.name, "available": ok, "reason": why, "description": getattr(b, "description", "")})
-    return {"rocm_fp8": __version__, "toolchain": tc.to_dict(), "backends": rows, "warnings": list(tc.warnings)}
+    from rocm_fp8.evidence import default_sources
+    from rocm_fp8.explain import speed_sources, table_info, table_words
+
+    return {"rocm_fp8": __version__, "toolchain": tc.to_dict(), "backends": rows, "warnings": list(tc.warnings),
+            "table": table_info(tc), "table_words": table_words(tc), "speed_evidence": speed_sources(default_sources(tc))}
 
 
 def cmd_info(args) -> int:
@@ -137,6 +148,9 @@ def cmd_info(args) -> int:
     print("backends:")
     for r in data["backends"]:
         print(f"  {r['backend']:<18} {'yes' if r['available'] else 'no':<4} {r['reason']}")
+    print(f"kernel table: {data['table_words']}")
+    print("speed evidence: " + ("; ".join(data["speed_evidence"]) if data["speed_evidence"] else
+                                "none measured on this toolchain (rocm-fp8 tune, or rocm-fp8 probe --timing)"))
     return 0
 
 

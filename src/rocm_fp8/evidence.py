@@ -1,9 +1,14 @@
-"""Evidence about correctness: the hook through which the ledger and the probe reach the policy.
+"""Evidence: the hook through which the ledger and the probe reach the policy.
 
-An evidence source answers, for a backend on a toolchain and a problem, whether the backend is
-known (ledger) or measured (probe) to be safe at that M. It returns ``None`` when it has no
-opinion. The policy asks the sources in order and the first opinion wins, so probe evidence
+Correctness first. An evidence source answers, for a backend on a toolchain and a problem, whether
+the backend is known (ledger) or measured (probe) to be safe at that M. It returns ``None`` when it
+has no opinion. The policy asks the sources in order and the first opinion wins, so probe evidence
 measured on this very image goes before the ledger's prior.
+
+Speed second. A source may also offer ``speed(backend, problem, toolchain) -> Speed | None``: what
+a backend was measured to reach for this (N, K) at the M bucket of the problem, on this toolchain
+(``rocm-fp8 tune``, ``rocm-fp8 probe --timing``). The policy ranks the backends that correctness
+let through by it; it never lets a fast backend past a correctness verdict.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ class Verdict:
     max_safe_m: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class Speed:
+    """A measured speed, citable: ``source`` names the file, ``m`` the M it was measured at."""
+
+    tflops: float
+    source: str
+    m: int
+    us: Optional[float] = None
+
+    def describe(self) -> str:
+        at = f"{self.us:.1f} us, " if self.us is not None else ""
+        return f"measured {self.tflops:.1f} TFLOPS ({at}M={self.m}) [{self.source}]"
+
+
 class EvidenceSource(Protocol):
     name: str
 
@@ -48,8 +67,24 @@ def consult(sources: Sequence[EvidenceSource], backend: str, problem: "Problem",
     return None
 
 
+def measured_speed(sources: Sequence[object], backend: str, problem: "Problem",
+                   toolchain: "Toolchain") -> Optional[Speed]:
+    """The first speed measurement among ``sources`` that offer one; None when nothing was measured."""
+    for source in sources:
+        fn = getattr(source, "speed", None)
+        if fn is None:
+            continue
+        try:
+            s = fn(backend, problem, toolchain)
+        except Exception:  # noqa: BLE001 - a broken file of evidence must not take the dispatcher down
+            continue
+        if s is not None:
+            return s
+    return None
+
+
 def default_sources(toolchain: "Toolchain") -> list[EvidenceSource]:
-    """Probe reports for this toolchain first, then the known-issues ledger (its prior)."""
+    """Probe reports for this toolchain first (correctness and speed), then the known-issues ledger."""
     sources: list[EvidenceSource] = []
     try:
         from rocm_fp8 import probe_report

@@ -51,6 +51,40 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
                          disabled=disabled)
 
 
+def table_info(toolchain: Toolchain) -> Optional[dict]:
+    """The kernel table this machine uses: path, how it was matched, the device it was measured on."""
+    if not toolchain.has_gpu:
+        return None
+    from rocm_fp8 import kernel_configs
+
+    m = kernel_configs.find_for(toolchain)
+    return m.to_dict() if m else None
+
+
+def table_words(toolchain: Toolchain) -> str:
+    """One line for ``explain`` and ``info``: which table, found how, measured on which device."""
+    if not toolchain.has_gpu:
+        return "none (no GPU: the kernel tables describe GPUs)"
+    from rocm_fp8 import kernel_configs
+
+    m = kernel_configs.find_for(toolchain)
+    if m is None:
+        unit = "CUs" if toolchain.vendor == "amd" else "SMs"
+        return (f"none for {toolchain.device_name or 'this device'} ({toolchain.arch}, {toolchain.cu_count or '?'} "
+                f"{unit}): no table of its own, its family or its arch; our kernel uses its size-based default")
+    return m.describe()
+
+
+def speed_sources(evidence: Sequence) -> list[str]:
+    """The evidence files that hold speed measurements (probe reports with a "speed" list)."""
+    out = []
+    for src in evidence:
+        report = getattr(src, "report", None)
+        if isinstance(report, dict) and report.get("speed"):
+            out.append(f"{getattr(src, 'origin', '?')} ({len(report['speed'])} measurements)")
+    return out
+
+
 def format_decision(d: policy.Decision) -> str:
     """A human-readable block for the CLI."""
     p = d.problem
@@ -58,6 +92,8 @@ def format_decision(d: policy.Decision) -> str:
     tc = d.toolchain
     lines.append(f"machine:  {tc.arch} ({tc.source})" + (f", hipcc {tc.hip_version_str}" if tc.hip_version_str else "")
                  + (f", ROCm {'.'.join(map(str, tc.rocm_version))}" if tc.rocm_version else ""))
+    if tc.has_gpu:
+        lines.append(f"table:    {table_words(tc)}")
     lines.append(f"backend:  {d.backend or '(none)'}")
     lines.append(f"reason:   {d.reason}")
     if d.evidence:

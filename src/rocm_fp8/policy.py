@@ -5,7 +5,8 @@
 1. filter: the backend must be available on the toolchain and support the problem;
 2. remove what evidence marks unsafe for this toolchain, shape and M (probe reports first, then
    the known-issues ledger, see :mod:`rocm_fp8.evidence`);
-3. rank what is left with :func:`rank`.
+3. rank what is left with :func:`rank`: by speed measured on this toolchain (probe reports), else
+   the figures of the device's kernel table, then the per-platform order.
 
 It never raises for a backend that cannot run: the decision carries the reason, and the runtime
 (:mod:`rocm_fp8.dispatch`) turns a failed explicit request into an exception. No detection, no I/O.
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from rocm_fp8.backends import BUILTIN_BACKENDS
 from rocm_fp8.backends.base import Backend, Problem, safe_call
-from rocm_fp8.evidence import EvidenceSource, Verdict, consult
+from rocm_fp8.evidence import EvidenceSource, Verdict, consult, measured_speed
 from rocm_fp8.toolchain import Toolchain, format_version
 
 #: The default order per platform, best first. It encodes sglang PR #27111 on AMD: on gfx950 an
@@ -72,6 +73,11 @@ class RankInfo:
     tuned: bool
     tflops: Optional[float]
     order_words: str = "default order"
+    #: where ``tflops`` comes from, citable: "probe:<report file>" (measured on this toolchain) or
+    #: "table:<table file>" (the kernel table of this device or its family)
+    source: Optional[str] = None
+    #: the M the figure was measured at
+    measured_m: Optional[int] = None
 
     @property
     def key(self) -> tuple:
@@ -82,7 +88,9 @@ class RankInfo:
     def describe(self) -> str:
         bits = []
         if self.tflops is not None:
-            bits.append(f"measured {self.tflops:.0f} TFLOPS")
+            at = f" at M={self.measured_m}" if self.measured_m is not None else ""
+            where = f" [{self.source}]" if self.source else ""
+            bits.append(f"measured {self.tflops:.1f} TFLOPS{at}{where}")
         if self.tuned:
             bits.append("tuned config for this shape")
         if not bits:
@@ -90,25 +98,55 @@ class RankInfo:
         return ", ".join(bits)
 
 
-def rank(candidates: Sequence[Backend], toolchain: Toolchain, problem: Problem) -> list[RankInfo]:
-    """The one ranking function: best first."""
+def rank(candidates: Sequence[Backend], toolchain: Toolchain, problem: Problem,
+         evidence: Sequence[Any] = ()) -> list[RankInfo]:
+    """The one ranking function, best first: backends with a measured speed by that speed, then
+    the rest by the platform order. Speed measured on this toolchain (``evidence`` sources with a
+    ``speed`` method: probe reports written by ``rocm-fp8 tune`` / ``probe --timing``) goes before
+    the figures in the device's kernel table. Correctness is not decided here: ``decide`` has
+    already removed what evidence marks unsafe."""
     platform = platform_of(toolchain, problem)
     infos = []
+    table = None
+    if platform != "cpu":
+        from rocm_fp8 import kernel_configs
+
+        try:
+            table = kernel_configs.find_for(toolchain)
+        except Exception:  # noqa: BLE001 - a broken table folder must not break dispatch
+            table = None
     for b in candidates:
+        words = _order_words(b, platform)
         if platform == "cpu":  # speed tables describe GPUs; on the CPU the table order alone decides
-            infos.append(RankInfo(b.name, base_score(b, platform), False, None, _order_words(b, platform)))
+            infos.append(RankInfo(b.name, base_score(b, platform), False, None, words))
             continue
         try:
             tuned = bool(b.tuned_for(problem, toolchain))
         except Exception:  # noqa: BLE001 - a broken hint must not break dispatch
             tuned = False
+        measured = measured_speed(evidence, b.name, problem, toolchain)
+        if measured is not None:
+            infos.append(RankInfo(b.name, base_score(b, platform), tuned, measured.tflops, words, measured.source,
+                                  measured.m))
+            continue
         try:
             tflops = b.measured_tflops(problem, toolchain)
             tflops = float(tflops) if tflops is not None else None
         except Exception:  # noqa: BLE001
             tflops = None
-        infos.append(RankInfo(b.name, base_score(b, platform), tuned, tflops, _order_words(b, platform)))
+        source = row_m = None
+        if tflops is not None:
+            row = table.table.row(problem.m, problem.n, problem.k) if table else None
+            if b.name in _TABLE_BACKENDS and row is not None:
+                source, row_m = f"table:{table.path}", row.m
+            else:
+                source = f"{b.name}.measured_tflops"
+        infos.append(RankInfo(b.name, base_score(b, platform), tuned, tflops, words, source, row_m))
     return sorted(infos, key=lambda r: r.key)
+
+
+#: built-ins whose ``measured_tflops`` reads the kernel table
+_TABLE_BACKENDS = ("triton", "torch-scaled-mm")
 
 
 def _order_words(b: Backend, platform: str) -> str:
@@ -218,10 +256,10 @@ def decide(toolchain: Toolchain, problem: Problem, backends: Iterable[Backend],
             continue
         qualified.append(b)
 
-    ranked = rank(qualified, toolchain, problem)
+    ranked = rank(qualified, toolchain, problem, evidence)
     for i, r in enumerate(ranked, start=1):
         v = verdicts.get(r.backend)
-        considered[r.backend] = Considered(r.backend, True, "", evidence=v.source if v else None, rank=i)
+        considered[r.backend] = Considered(r.backend, True, r.describe(), evidence=v.source if v else None, rank=i)
     # qualifying backends in rank order, then the rest in registry order
     ordered = tuple(sorted((considered[n] for n in names if n in considered),
                            key=lambda c: (c.rank is None, c.rank or 0)))

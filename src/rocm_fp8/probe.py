@@ -1,8 +1,8 @@
 """The probe: measure each backend's numerics on this machine, in a subprocess per backend.
 
-    rocm-fp8 probe [--backend NAME ...] [--n N --k K ... | --preset NAME ...] [--m M ...] [--max-m M]
-                   [--timeout S] [--build-timeout S] [--repeats R] [--plugin SPEC ...]
-                   [--json] [--output PATH] [--no-cache] [--static]
+    rocm-fp8 probe [--backend NAME ...] [--n N --k K ... | --preset NAME ... | --from-config CONFIG [--tp N]]
+                   [--m M ...] [--max-m M] [--timing [--timing-m M ...]] [--timeout S] [--build-timeout S]
+                   [--repeats R] [--plugin SPEC ...] [--json] [--output PATH] [--no-cache] [--static]
 
 For every backend x shape x M it draws fresh random inputs, quantizes them the way the backend
 does in production (``backend.quantize_input``), runs the backend ``--repeats`` times and compares
@@ -24,6 +24,10 @@ prefill chunk size; on a machine without a GPU it stops at 512 unless ``--max-m`
 The first launch of each backend gets ``--build-timeout``: aiter's CK modules are JIT-built by the
 image's hipcc on first use, so for ``aiter-ck``/``aiter-bpreshuffle`` that launch is the hipcc
 miscompilation probe (the build, then the numbers of what it built).
+
+``--timing`` then times every backend that is available and safe (after this very probe) per
+(N, K, M), with the tuner's method (CUDA-graph replays over inputs that span 3x the L2), and adds the
+figures to the report's ``speed`` list, which ``auto`` ranks by (:mod:`rocm_fp8.probe_report`).
 
 Results go to the cache keyed by the toolchain fingerprint (see :mod:`rocm_fp8.probe_report`),
 where the dispatcher finds them, and optionally to ``--output``. ``--static`` runs no kernel: it
@@ -50,19 +54,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from rocm_fp8 import probe_report as pr
+from rocm_fp8 import shapes as shape_mod
 
 if TYPE_CHECKING:  # pragma: no cover
     from rocm_fp8.toolchain import Toolchain
 
-#: (N, K) per preset, from FACTS.md section 7
-PRESETS: dict[str, list[tuple[int, int]]] = {
-    "minimax-m2.5-tp4": [(2048, 3072), (3072, 1536), (768, 3072), (3072, 384)],
-    "minimax-m2.5-ep": [(3072, 3072), (3072, 1536)],
-    "minimax-m2.5-tp1": [(8192, 3072), (3072, 6144)],
-    "deepseek-v3-tp1": [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)],
-    "deepseek-v3-tp8": [(3072, 1536), (4096, 512), (7168, 2048), (4608, 7168), (7168, 2304), (512, 7168),
-                        (7168, 256)],
-}
+#: (N, K) per preset (see :mod:`rocm_fp8.shapes`, which also reads HF model configs)
+PRESETS = shape_mod.PRESETS
 
 #: M values: small decode sizes, then both sides of every 16-row tile boundary that is a power of
 #: two, and a few values that are not near one, up to the prefill chunk size.
@@ -89,22 +87,10 @@ def default_ms(max_m: Optional[int] = None) -> list[int]:
     return sorted(ms)
 
 
-def resolve_shapes(ns: Sequence[int] = (), ks: Sequence[int] = (), presets: Sequence[str] = ()) -> list[tuple[int, int]]:
-    if len(ns) != len(ks):
-        raise ValueError(f"--n/--k: expected as many --n as --k (paired in order), got {len(ns)} --n and {len(ks)} --k")
-    shapes = list(zip(ns, ks))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {p!r}")
-        shapes += PRESETS[p]
-    for n, k in shapes:
-        if n < 1 or k < 1 or k % 128:
-            raise ValueError(f"shape: expected N >= 1 and K a positive multiple of 128, got N={n} K={k}")
-    out = []
-    for s in shapes:
-        if s not in out:
-            out.append(s)
-    return out
+def resolve_shapes(ns: Sequence[int] = (), ks: Sequence[int] = (), presets: Sequence[str] = (),
+                   configs: Sequence[str] = (), tps: Sequence[int] = (), ep: bool = False,
+                   log=None) -> list[tuple[int, int]]:
+    return shape_mod.resolve(ns, ks, presets, configs, tps, ep, log=log)
 
 
 # =============================================================================================
@@ -309,7 +295,8 @@ def _describe_exit(rc: Optional[int]) -> str:
 
 
 def _run_backend(name: str, shapes: list[tuple[int, int]], spec_base: dict[str, Any], *, timeout: float,
-                 build_timeout: float, startup_timeout: float, log=None) -> tuple[dict, list[_ShapeState]]:
+                 build_timeout: float, startup_timeout: float, log=None,
+                 progress=None) -> tuple[dict, list[_ShapeState]]:
     """Probe one backend over all shapes; returns (backend info, per-shape states)."""
     states = [_ShapeState(n, k) for n, k in shapes]
     info: dict[str, Any] = {"available": True, "reason": "", "workers": 0}
@@ -393,6 +380,8 @@ def _run_backend(name: str, shapes: list[tuple[int, int]], spec_base: dict[str, 
                         current.cases.append({k: v for k, v in ev.items() if k not in ("event", "n", "k")})
                         current.time_s += ev.get("wall_s", 0.0)
                         current_m = None
+                        if progress is not None:
+                            progress.advance(1, f"{name} N={current.n} K={current.k} M={ev.get('m')}")
                         deadline = time.monotonic() + timeout
                     elif kind == "done":
                         ended = "done"
@@ -502,9 +491,13 @@ def run_probe(backends: Optional[Sequence[str]] = None, shapes: Sequence[tuple[i
               plugins: Sequence[str] = (), toolchain: "Optional[Toolchain]" = None, device: Optional[str] = None,
               seed: Optional[int] = None, tolerances: Optional[dict[str, float]] = None,
               out_dtype: str = "bfloat16", write_cache: bool = True, output: Optional[str] = None,
-              log=None) -> dict[str, Any]:
+              log=None, progress: bool = False, timing_ms: Optional[Sequence[int]] = None) -> dict[str, Any]:
     """Probe ``backends`` (default: every registered backend available here) on ``shapes`` and
-    return the report. Each backend runs in its own worker process."""
+    return the report. Each backend runs in its own worker process.
+
+    ``timing_ms``: afterwards, time every backend that is available and safe (the report just
+    measured included) at these M on a GPU, and record the speeds in the report (``"speed"``),
+    which the dispatcher ranks by. ``progress``: a bar with an ETA on stderr."""
     from rocm_fp8 import plugins as plugin_mod
     from rocm_fp8.backends import all_backends, find, safe_call
     from rocm_fp8.toolchain import detect
@@ -536,6 +529,7 @@ def run_probe(backends: Optional[Sequence[str]] = None, shapes: Sequence[tuple[i
     spec_base = {"toolchain": tc.to_dict(), "ms": list(ms), "repeats": repeats, "seed": seed,
                  "fp8_dtype": tc.fp8_flavour, "out_dtype": out_dtype, "device": device, "tolerances": tol,
                  "plugins": list(plugins), "third_party": plugin_mod.describe_third_party()}
+    runnable = []
     for name in names:
         b = find(name)
         if b is None:
@@ -545,17 +539,42 @@ def run_probe(backends: Optional[Sequence[str]] = None, shapes: Sequence[tuple[i
         if not ok:
             report["backends"][name] = {"available": False, "reason": why}
             continue
+        runnable.append(name)
+    if timing_ms and device != "cuda":
+        raise ValueError("--timing: measuring speed needs a GPU (CUDA or ROCm), and none is visible")
+    bar = None
+    if progress and runnable:
+        from rocm_fp8.progress import Progress
+
+        bar = Progress(len(runnable) * len(shapes) * len(ms) + (len(shapes) * len(timing_ms or ())), "probe")
+        log = bar.note
+    for name in runnable:
         if log:
             log(f"probing {name} on {len(shapes)} shape(s) x {len(ms)} M values ({device})")
         t0 = time.perf_counter()
         info, states = _run_backend(name, shapes, spec_base, timeout=timeout, build_timeout=build_timeout,
-                                    startup_timeout=startup_timeout, log=log)
+                                    startup_timeout=startup_timeout, log=log, progress=bar)
         info["time_s"] = time.perf_counter() - t0
         report["backends"][name] = info
         for s in states:
             report["results"].append(_summarise(name, s, tc.fp8_flavour, device, list(ms)))
     if write_cache and tc.source != "hypothetical":
         report["cache_path"] = str(pr.write_report(report))
+    if timing_ms:
+        from rocm_fp8 import tune
+
+        # correctness first: what this probe (now in the cache) or the ledger marks unsafe is not timed
+        extra = [] if write_cache else [pr.ProbeEvidence(report, "this probe run")]
+        report["speed"] = tune.measure_speed(tc, shapes, sorted(set(timing_ms)), tc.fp8_flavour,
+                                             names=[n for n in runnable], say=log or print, progress=bar,
+                                             evidence_extra=extra)
+        report["speed_settings"] = {"device": tc.device_name, "created": pr.now_iso(), "versions": tune.versions(),
+                                    "method": "median of CUDA-graph replays over input sets spanning 3x L2 "
+                                              "(rocm_fp8.tune.time_calls)"}
+        if write_cache and tc.source != "hypothetical":
+            report["cache_path"] = str(pr.write_report(report))
+    if bar is not None:
+        bar.close()
     if output:
         pr.write_report(report, output, merge_existing=False)
     return report
@@ -595,6 +614,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", action="append", type=int, default=[], help="input features, a multiple of 128")
     p.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS),
                    help="model shapes (repeatable)")
+    p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
+                   help="an HF model config.json: its block-FP8 linear shapes (repeatable)")
+    p.add_argument("--tp", type=int, action="append", default=[], metavar="N",
+                   help="tensor-parallel degree for --from-config (repeatable; default 1)")
+    p.add_argument("--ep", action="store_true", help="--from-config: experts are expert-parallel (whole)")
+    p.add_argument("--timing", action="store_true",
+                   help="afterwards, time every available and safe backend per (N, K, M) (GPU only) and record "
+                        "the speeds in the report, where auto ranks by them")
+    p.add_argument("--timing-m", action="extend", nargs="+", type=int, default=[], metavar="M",
+                   help="M values to time at (default 1 16 64 256 1024 4096 16384)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--m", action="extend", nargs="+", type=int, default=[], metavar="M",
                    help="M values to test instead of the default sweep (repeatable)")
     p.add_argument("--max-m", type=int, help=f"largest M of the default sweep (default {PREFILL_CHUNK}; "
@@ -617,18 +647,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        shapes = resolve_shapes(args.n, args.k, args.preset)
+        for v in args.tp:
+            if v < 1:
+                raise ValueError(f"--tp: expected a positive integer, got {v}")
+        log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+        shapes = resolve_shapes(args.n, args.k, args.preset, args.from_config, args.tp, args.ep, log=log)
         if not shapes:
-            raise ValueError("shapes: expected --n N --k K or --preset NAME (e.g. --preset minimax-m2.5-tp4)")
+            raise ValueError("shapes: expected --n N --k K, --preset NAME (e.g. --preset minimax-m2.5-tp4) "
+                             "or --from-config config.json")
+        if args.static and args.timing:
+            raise ValueError("--timing: a --static report runs nothing, so it cannot time anything")
+        timing_ms = (args.timing_m or [1, 16, 64, 256, 1024, 4096, 16384]) if args.timing else None
         if args.static:
             report = static_report(args.backend or None, shapes, args.m or None)
             if args.output:
                 pr.write_report(report, args.output, merge_existing=False)
         else:
-            log = (lambda msg: print(msg, file=sys.stderr, flush=True))
             report = run_probe(args.backend or None, shapes, args.m or None, max_m=args.max_m, timeout=args.timeout,
                                build_timeout=args.build_timeout, repeats=args.repeats, plugins=args.plugin,
-                               seed=args.seed, write_cache=not args.no_cache, output=args.output, log=log)
+                               seed=args.seed, write_cache=not args.no_cache, output=args.output, log=log,
+                               progress=not args.no_progress, timing_ms=timing_ms)
     except ValueError as exc:
         print(f"rocm-fp8 probe: error: {exc}", file=sys.stderr)
         return 2

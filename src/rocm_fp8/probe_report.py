@@ -16,6 +16,15 @@ How a result becomes a verdict for a problem at M (:class:`ProbeEvidence`):
   * M <= the largest verified-safe M: safe ("verified by the probe");
   * a failure was seen and M is above the verified limit: unsafe, citing the failure;
   * every tested M passed but M is above the largest tested: no opinion (the ledger decides).
+
+Speed (optional ``"speed"`` list, written by ``rocm-fp8 tune`` and ``rocm-fp8 probe --timing``):
+one entry per (backend, N, K, M) with the median time ``us`` and ``tflops``, measured with
+CUDA-graph replays over input sets that span 3x the L2 (:func:`rocm_fp8.tune.time_calls`), only for
+backends that were available, not marked unsafe at that M, and matched the float32 reference.
+A problem at M reads the entry with the smallest measured M >= M; beyond the largest measured M only
+when that is >= 4096 (compute-bound: speed no longer grows with M), else no figure;
+:meth:`ProbeEvidence.speed` hands it to the policy, which ranks by it. Reports without the list
+(version 1 as first written) read as before.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from rocm_fp8.evidence import Verdict
+from rocm_fp8.evidence import Speed, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from rocm_fp8.backends.base import Problem
@@ -37,6 +46,9 @@ ENV_CACHE = "ROCM_FP8_CACHE"
 #: extra report files to read as evidence (os.pathsep-separated); only those whose fingerprint
 #: matches the toolchain count
 ENV_REPORTS = "ROCM_FP8_PROBE_REPORT"
+
+#: a speed measured at M >= this stands for every larger M (see the module docstring)
+SPEED_FLAT_FROM_M = 4096
 
 SYMPTOM_WORDS = {
     "wrong": "wrong results",
@@ -81,6 +93,22 @@ def result_key(r: dict[str, Any]) -> tuple:
     return (r["backend"], int(r["n"]), int(r["k"]), r.get("fp8_dtype", "e4m3fn"), r.get("device_type", "cuda"))
 
 
+def speed_key(r: dict[str, Any]) -> tuple:
+    return result_key(r) + (int(r["m"]),)
+
+
+def check_speed_entry(r: Any, where: str = "speed entry") -> dict[str, Any]:
+    if not isinstance(r, dict):
+        raise ValueError(f"{where}: expected an object, got {type(r).__name__}")
+    for key in ("backend", "n", "k", "m", "tflops"):
+        if key not in r:
+            raise ValueError(f"{where}: expected a {key!r} field, got keys {sorted(r)}")
+    t = r["tflops"]
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0:
+        raise ValueError(f"{where}: tflops: expected a positive number, got {t!r}")
+    return r
+
+
 def new_report(toolchain: "Toolchain", *, static: bool = False, settings: Optional[dict] = None) -> dict[str, Any]:
     return {
         "format": REPORT_FORMAT,
@@ -120,6 +148,14 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     kept = [r for r in old["results"] if result_key(r) not in keys]
     out = dict(new)
     out["results"] = kept + list(new["results"])
+    if not new.get("results") and old.get("settings"):
+        out["settings"] = old["settings"]  # a speed-only report keeps the correctness sweep's settings
+    skeys = {speed_key(r) for r in new.get("speed", [])}
+    speed = [r for r in old.get("speed", []) if speed_key(r) not in skeys] + list(new.get("speed", []))
+    if speed:
+        out["speed"] = speed
+    if old.get("speed_settings") and not new.get("speed_settings"):
+        out["speed_settings"] = old["speed_settings"]
     backends = dict(old.get("backends", {}))
     backends.update(new.get("backends", {}))
     out["backends"] = backends
@@ -168,6 +204,28 @@ class ProbeEvidence:
         self.report = check_report(report, origin)
         self.origin = origin
         self._by_key = {result_key(r): r for r in report["results"]}
+        self._speed: dict[tuple, list[dict[str, Any]]] = {}
+        if not report.get("static"):
+            for i, r in enumerate(report.get("speed") or []):
+                try:
+                    check_speed_entry(r, f"{origin}: speed[{i}]")
+                except ValueError:
+                    continue  # one bad entry does not void the others
+                self._speed.setdefault(result_key(r), []).append(r)
+            for rows in self._speed.values():
+                rows.sort(key=lambda r: int(r["m"]))
+
+    def speed(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Speed]:
+        rows = self._speed.get((backend, problem.n, problem.k, problem.fp8_dtype, problem.device_type))
+        if not rows:
+            return None
+        row = next((r for r in rows if int(r["m"]) >= problem.m), None)
+        if row is None:
+            # beyond the largest measured M: only from the compute-bound regime, where speed is flat in M
+            if int(rows[-1]["m"]) < SPEED_FLAT_FROM_M:
+                return None
+            row = rows[-1]
+        return Speed(float(row["tflops"]), f"probe:{self.origin}", int(row["m"]), row.get("us"))
 
     def verdict(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Verdict]:
         if self.report.get("static"):
@@ -291,4 +349,24 @@ def format_table(report: dict[str, Any]) -> str:
         for r in report.get("results", []):
             if r.get("reason") and r.get("status") != "no-known-issue":
                 lines.append(f"  {r['backend']} N={r['n']} K={r['k']}: {r['reason']}")
+    speed = format_speed(report)
+    if speed:
+        lines.append(speed)
+    return "\n".join(lines)
+
+
+def format_speed(report: dict[str, Any]) -> str:
+    """The report's speed measurements: one line per (N, K, M), backends fastest first."""
+    speed = report.get("speed") or []
+    if not speed:
+        return ""
+    s = report.get("speed_settings", {})
+    lines = [f"speed (TFLOPS, median of CUDA-graph replays over inputs spanning 3x L2; device "
+             f"{s.get('device', '?')}, measured {s.get('created', '?')}):"]
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for r in speed:
+        cells.setdefault((int(r["n"]), int(r["k"]), int(r["m"])), []).append(r)
+    for (n, k, m), rows in sorted(cells.items()):
+        rows = sorted(rows, key=lambda r: -float(r["tflops"]))
+        lines.append(f"  N={n} K={k} M={m}: " + ", ".join(f"{r['backend']} {float(r['tflops']):.1f}" for r in rows))
     return "\n".join(lines)

@@ -1,15 +1,25 @@
 """``rocm-fp8 tune``: measure kernel configurations on the local GPU and write the config table.
 
-    rocm-fp8 tune --n 2112 --k 7168 [--n N --k K ...] [--m 1 --m 16 ...] [--output PATH]
+    rocm-fp8 tune --n 2112 --k 7168 [--n N --k K ...] | --preset NAME | --from-config config.json [--tp N ...]
+                  | --table-shapes nvidia_h100_80gb_hbm3   [--m 1 --m 16 ...] [--output PATH]
 
 For each (N, K) and M it times every candidate configuration of the Triton kernel (CUDA-graph
-replays over rotating input sets, median; see :func:`time_calls`), keeps the fastest one that is
-also correct, measures cuBLASLt blockwise FP8 (``torch-scaled-mm``) beside it where that runs, and
-merges the rows into ``--output`` (default: ``./<device>.json``, the name the package looks for).
-Point ``ROCM_FP8_CONFIG_DIR`` at the output's folder, or copy the file into ``rocm_fp8/configs``.
+replays over rotating input sets that span 3x the L2, median; see :func:`time_calls`), keeps the
+fastest one that is also accurate (within 1.25x of the bf16 rounding floor), measures cuBLASLt
+blockwise FP8 (``torch-scaled-mm``) beside it where that runs, and merges the rows into ``--output``
+(default: ``./<device>.json``; the package reads ``rocm_fp8/configs/`` and the folders in
+``ROCM_FP8_TABLES``). The table records the device, its arch and SM/CU count, and the versions.
 
-Candidates compile in parallel worker processes first (``--jobs``), which fill Triton's on-disk
-cache; the timing process then only loads them.
+Speed evidence: at each (N, K, M) every other backend that is available and not marked unsafe by
+the evidence (ledger, probe reports) is timed the same way, as the dispatcher runs it, after a check
+against the float32 reference. All the figures go into this toolchain's probe report in the cache
+(``$ROCM_FP8_CACHE/probe/<fingerprint>.json``), where ``auto`` reads them, and to ``--speed-output``.
+
+Time: 7 M values by default (1 to 16384) and at most 37 candidates per M (11 at M <= 16), compiled
+in parallel worker processes first (``--jobs``), which fill Triton's on-disk cache; the timing
+process then only loads them. About 10 s per shape on an H200 (the four MiniMax-M2.5 TP4 shapes took
+37 s). When the projected time passes ``--time-budget`` (300 s) the remaining shapes use the quick
+candidate set, so a model's shapes stay within about 5 minutes. Progress and ETA go to stderr.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096, 16384)
+#: a model's shapes should tune within this (seconds); past it the remaining shapes use --quick
+DEFAULT_TIME_BUDGET_S = 300.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,7 +348,10 @@ def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
 
 
 def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, with_scaled_mm: bool = True,
-               log: Optional[list] = None) -> list[dict[str, Any]]:
+               log: Optional[list] = None, say: Callable[[str], None] = print,
+               on_m: Optional[Callable[[int, Any, Any, Optional[dict]], None]] = None) -> list[dict[str, Any]]:
+    """Tune the Triton kernel for (N, K) at each M. ``on_m(m, sets, ref, row)`` runs after each M
+    with that M's operand sets still alive (``tune`` times the other backends there)."""
     import torch
 
     from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, default_config
@@ -401,12 +416,161 @@ def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, w
         msg = (f"N={n} K={k} M={m}: best {row.get('triton_us')} us ({row.get('triton_tflops')} TFLOPS) "
                f"default {row.get('default_us')} us, cuBLASLt {row.get('scaled_mm_us')} us; "
                f"{sum('us' in r for r in results)}/{len(results)} configs ran")
-        print(msg, flush=True)
+        say(msg)
         if best is not None:
             rows.append(row)
+        if on_m is not None:
+            on_m(m, sets, ref, row if best is not None else None)
         del sets, ref
         torch.cuda.empty_cache()
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Speed of every backend (the evidence ``auto`` ranks by)
+# ------------------------------------------------------------------------------------------------
+
+#: a backend's output must be this close to the float32 reference to be timed (bf16 output: ~4e-3)
+SPEED_MAX_REL_ERR = 1e-2
+
+
+def _backend_inputs(backend, sets, fp8):
+    """Each set's activation in the backend's own production layout: re-quantized with its
+    ``quantize_input`` when it has one (aiter's scale layout), which gives back the same FP8
+    values; the operands are otherwise the tuner's."""
+    from rocm_fp8.backends.base import Backend
+
+    if type(backend).quantize_input is Backend.quantize_input:
+        return [(x, s) for x, s, _, _ in sets]
+    out = []
+    for x, s, _, _ in sets:
+        k = x.shape[1]
+        xf = (x.float() * s.float().repeat_interleave(128, 1)[:, :k]).to(x.device)
+        out.append(backend.quantize_input(xf, fp8, 128))
+    return out
+
+
+def time_backend(backend, sets, ref, fp8, out_dtype=None, timer=None) -> dict[str, Any]:
+    """Time ``backend`` the way the dispatcher runs it (its prepared weight, its ``run``) over the
+    rotating ``sets``, after checking set 0 against ``ref``. Returns {"us", "rel_err", ...} or {"error"}.
+    ``timer`` (default :func:`time_calls`, CUDA graphs) takes the list of calls."""
+    import torch
+
+    timer = timer or time_calls
+
+    out_dtype = out_dtype or torch.bfloat16
+    try:
+        xs = _backend_inputs(backend, sets, fp8)
+        prepared = [backend.prepare_weight(w, ws) for _, _, w, ws in sets]
+        calls = [lambda x=x, p=p: backend.run(x[0], x[1], p, out_dtype) for x, p in zip(xs, prepared)]
+        err = rel_error(calls[0](), ref)
+        if not err < SPEED_MAX_REL_ERR:  # NaN fails too
+            return {"error": f"output differs from the float32 reference: relative error {err:.3g}", "rel_err": err}
+        res = timer(calls)
+        res["rel_err"] = err
+        return res
+    except Exception as exc:  # noqa: BLE001 - recorded, never fatal
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def safe_backends(tc, n: int, k: int, m: int, fp8_name: str, names: Optional[Sequence[str]] = None,
+                  evidence=None) -> tuple[list, dict[str, str]]:
+    """The registered backends that may be timed at (N, K, M) here: available, supporting the
+    problem, and not marked unsafe by the evidence (ledger, probe reports). Also, for those that
+    evidence marks unsafe, why."""
+    from rocm_fp8 import backends as registry
+    from rocm_fp8 import policy
+    from rocm_fp8.backends.base import Problem
+    from rocm_fp8.evidence import default_sources
+
+    evidence = default_sources(tc) if evidence is None else evidence
+    problem = Problem(m, n, k, fp8_name, "bfloat16", 128, 128, "cuda")
+    ok, skipped = [], {}
+    for b in registry.all_backends():
+        if b.name == "reference" or (names and b.name not in names):
+            continue
+        d = policy.decide(tc, problem, [b], evidence, requested=b.name)
+        if d.ok:
+            ok.append(b)
+        elif d.failure == "unsafe" or any(c.ok is False and c.evidence for c in d.considered):
+            skipped[b.name] = d.reason  # worth saying; "not on this GPU" is not
+    return ok, skipped
+
+
+def speed_entry(backend: str, n: int, k: int, m: int, fp8_name: str, res: dict[str, Any], **extra) -> dict[str, Any]:
+    return {"backend": backend, "n": n, "k": k, "m": m, "fp8_dtype": fp8_name, "device_type": "cuda",
+            "us": round(res["us"], 3), "tflops": round(tflops(m, n, k, res["us"]), 2),
+            "rel_err": res.get("rel_err"), "sets": res.get("sets"), **extra}
+
+
+def measure_speed(tc, shapes: Sequence[tuple[int, int]], ms: Sequence[int], fp8_name: str,
+                  names: Optional[Sequence[str]] = None, say: Callable[[str], None] = print,
+                  progress=None, evidence_extra: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Time every safe backend (or ``names``) at every (N, K, M), as the dispatcher runs it (our
+    kernel with this device's table config). Returns speed entries for a probe report."""
+    import torch
+
+    from rocm_fp8.quant import FP8_DTYPES
+
+    fp8 = FP8_DTYPES[fp8_name]
+    entries = []
+    for n, k in shapes:
+        for m in ms:
+            set_bytes = m * k + n * k + 4 * (m + n) * (k // 128) + 2 * m * n
+            sets = make_sets(m, n, k, fp8, rotation_sets(set_bytes), seed=3 * m + n + k)
+            ref = reference(*sets[0])
+            entries += _speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, evidence_extra=evidence_extra)
+            del sets, ref
+            torch.cuda.empty_cache()
+            if progress is not None:
+                progress.advance(1, f"N={n} K={k} M={m}")
+    return entries
+
+
+def _speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, skip=(), known=None,
+                evidence_extra: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    from rocm_fp8.evidence import default_sources
+
+    backends, skipped = safe_backends(tc, n, k, m, fp8_name, names, list(evidence_extra) + default_sources(tc))
+    entries = list(known or [])
+    words = [f"{e['backend']} {e['tflops']:.1f}" for e in entries]
+    for b in backends:
+        if b.name in skip:
+            continue
+        res = time_backend(b, sets, ref, fp8)
+        if "us" in res:
+            e = speed_entry(b.name, n, k, m, fp8_name, res)
+            entries.append(e)
+            words.append(f"{b.name} {e['tflops']:.1f}")
+        else:
+            words.append(f"{b.name} not timed ({res['error'][:120]})")
+    for name, why in skipped.items():
+        if name not in skip:
+            words.append(f"{name} skipped ({why[:120]})")
+    say(f"speed N={n} K={k} M={m} (TFLOPS): " + "; ".join(words))
+    return entries
+
+
+def write_speed(tc, entries: list[dict[str, Any]], *, output: Optional[Path] = None,
+                cache: bool = True, device: Optional[str] = None) -> list[Path]:
+    """Merge speed entries into this toolchain's probe report (the cache, keyed by fingerprint,
+    where the dispatcher reads evidence) and/or ``output``."""
+    from rocm_fp8 import probe_report as pr
+
+    report = pr.new_report(tc)
+    report["speed"] = entries
+    report["speed_settings"] = {"device": device or tc.device_name, "created": pr.now_iso(),
+                                "versions": versions(),
+                                "method": "median of CUDA-graph replays over input sets spanning 3x L2 "
+                                          "(rocm_fp8.tune.time_calls)"}
+    paths = []
+    if cache and tc.source != "hypothetical":
+        paths.append(pr.write_report(report))
+    if output is not None:
+        paths.append(pr.write_report(report, output))
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,49 +591,65 @@ def versions() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def write_table(path: Path, device: str, arch: str, shapes: dict[str, list], merge: bool = True) -> None:
-    data: dict[str, Any] = {"device": device, "arch": arch, "shapes": {}}
-    if merge and path.is_file():
-        with open(path) as fh:
-            old = json.load(fh)
-        if old.get("device") == device:
-            data = old
-    data["device"], data["arch"] = device, arch
-    data["versions"] = versions()
-    # Rows merge by M: tuning some M of a shape keeps the rows of its other M.
-    for key, rows in shapes.items():
-        kept = {r["m"]: r for r in data.setdefault("shapes", {}).get(key, [])}
-        kept.update({r["m"]: r for r in rows})
-        data["shapes"][key] = [kept[m] for m in sorted(kept)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+def write_table(path: Path, device: str, arch: str, shapes: dict[str, list], merge: bool = True,
+                sm_count: Optional[int] = None) -> None:
+    """Merge rows into a table file (atomically; see :func:`rocm_fp8.kernel_configs.write_table`)."""
+    from rocm_fp8 import kernel_configs
+
+    kernel_configs.write_table(path, device, arch, shapes, merge=merge, sm_count=sm_count, versions=versions())
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="rocm-fp8 tune", description=__doc__.split("\n\n")[0])
+    from rocm_fp8 import shapes as shape_mod
+
+    p = argparse.ArgumentParser(prog="rocm-fp8 tune", description=__doc__.split("\n\n")[0],
+                                epilog="Shapes: --n/--k pairs, --preset, --from-config (with --tp), --table-shapes; "
+                                       "they add up. Progress and ETA go to stderr.")
     p.add_argument("--n", type=int, action="append", default=[], help="N (output features); repeat with --k")
     p.add_argument("--k", type=int, action="append", default=[], help="K (input features); one per --n")
+    p.add_argument("--preset", action="append", default=[], choices=shape_mod.preset_names(),
+                   help="a model's shapes (repeatable)")
+    p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
+                   help="an HF model config.json: tune its block-FP8 linear shapes (repeatable)")
+    p.add_argument("--tp", type=int, action="append", default=[], metavar="N",
+                   help="tensor-parallel degree for --from-config (repeatable; default 1)")
+    p.add_argument("--ep", action="store_true", help="--from-config: experts are expert-parallel (whole, not TP-split)")
+    p.add_argument("--table-shapes", metavar="TABLE",
+                   help="the (N, K) of a kernel table, a path or a name such as nvidia_h100_80gb_hbm3")
     p.add_argument("--m", type=int, action="append", default=[],
                    help=f"M to tune at (repeatable; default {' '.join(map(str, DEFAULT_MS))})")
     p.add_argument("--output", type=Path, default=None,
-                   help="table to write/merge (default ./<device>.json)")
+                   help="table to write/merge (default ./<device>.json; the package reads rocm_fp8/configs/ and "
+                        "the folders in ROCM_FP8_TABLES)")
     p.add_argument("--fp8", choices=("e4m3fn", "e4m3fnuz"), default=None,
                    help="FP8 flavour (default: the device's)")
     p.add_argument("--quick", action="store_true", help="fewer candidates")
+    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="S",
+                   help="when the projected time passes S seconds, the remaining shapes use --quick "
+                        "(default %(default)s; 0: never)")
     p.add_argument("--no-scaled-mm", action="store_true", help="do not measure cuBLASLt beside")
+    p.add_argument("--no-speed", action="store_true",
+                   help="do not time the other backends, nor record speed evidence for the dispatcher")
+    p.add_argument("--speed-output", type=Path, default=None,
+                   help="also write the speed evidence (a probe report) here")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not merge the speed evidence into this toolchain's probe report in the cache")
     p.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
                    help="processes that compile candidates in parallel (1: compile while timing)")
     p.add_argument("--log", type=Path, default=None, help="also write every candidate's timing here (JSON)")
     args = p.parse_args(argv)
-    if not args.n or len(args.n) != len(args.k):
-        p.error(f"expected one --k per --n, got --n {args.n} --k {args.k}")
-    for v in args.n + args.k + args.m:
+    for v in args.n + args.k + args.m + args.tp:
         if v <= 0:
-            p.error(f"--n/--k/--m: expected positive integers, got {v}")
+            p.error(f"--n/--k/--m/--tp: expected positive integers, got {v}")
+    try:
+        args.shapes = shape_mod.resolve(args.n, args.k, args.preset, args.from_config, args.tp, args.ep,
+                                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        if args.table_shapes:
+            args.shapes += [s for s in shape_mod.table_shapes(args.table_shapes) if s not in args.shapes]
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.shapes:
+        p.error("shapes: expected --n N --k K, --preset NAME, --from-config config.json or --table-shapes TABLE")
     return args
 
 
@@ -484,6 +664,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("rocm-fp8 tune: no GPU is visible (tuning measures on the local GPU)", file=sys.stderr)
         return 2
     from rocm_fp8.kernel_configs import slug
+    from rocm_fp8.progress import Progress
     from rocm_fp8.quant import FP8_DTYPES
     from rocm_fp8.toolchain import detect
 
@@ -491,21 +672,56 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fp8_name = args.fp8 or tc.fp8_flavour
     fp8 = FP8_DTYPES[fp8_name]
     device = torch.cuda.get_device_name()
+    sm_count = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     output = args.output or Path(f"{slug(device)}.json")
     ms = args.m or list(DEFAULT_MS)
     with_sm = not args.no_scaled_mm and torch.version.hip is None and fp8_name == "e4m3fn"
     hopper = torch.version.hip is None and torch.cuda.get_device_capability()[0] >= 9
-    items = [(m, n, k, c) for n, k in zip(args.n, args.k) for m in ms
-             for c in candidates(m, quick=args.quick, hopper=hopper)]
+    shapes = args.shapes
+    print(f"tuning {len(shapes)} shape(s) x {len(ms)} M on {device} ({tc.arch}, {sm_count} SMs/CUs): "
+          f"{' '.join(f'{n},{k}' for n, k in shapes)}", file=sys.stderr, flush=True)
+    items = [(m, n, k, c) for n, k in shapes for m in ms for c in candidates(m, quick=args.quick, hopper=hopper)]
     precompile(items, fp8_name, args.jobs)
+    bar = Progress(len(shapes) * len(ms), "tune")
+    say = bar.note
     log: list = []
-    for n, k in zip(args.n, args.k):
-        rows = tune_shape(n, k, ms, fp8, quick=args.quick, with_scaled_mm=with_sm, log=log)
-        write_table(output, device, tc.arch, {f"{n},{k}": rows})
+    speed: list[dict[str, Any]] = []
+    quick = args.quick
+    t0 = time.monotonic()
+    for i, (n, k) in enumerate(shapes):
+        if args.time_budget and not quick and i:
+            projected = (time.monotonic() - t0) / i * len(shapes)
+            if projected > args.time_budget:
+                quick = True
+                say(f"projected {projected:.0f}s > --time-budget {args.time_budget:.0f}s: the remaining "
+                    f"{len(shapes) - i} shape(s) use the quick candidate set")
+
+        def after_m(m, sets, ref, row, n=n, k=k):
+            if not args.no_speed:
+                known = []
+                if row is not None and row.get("triton_us"):
+                    known.append(speed_entry("triton", n, k, m, fp8_name, {"us": row["triton_us"], "sets": len(sets)},
+                                             config=row.get("config")))
+                if row is not None and row.get("scaled_mm_us"):
+                    known.append(speed_entry("torch-scaled-mm", n, k, m, fp8_name,
+                                             {"us": row["scaled_mm_us"], "sets": len(sets)}))
+                speed.extend(_speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, None, say,
+                                         skip={e["backend"] for e in known} | ({"torch-scaled-mm"} if with_sm else set()),
+                                         known=known))
+            bar.advance(1, f"N={n} K={k} M={m}")
+
+        rows = tune_shape(n, k, ms, fp8, quick=quick, with_scaled_mm=with_sm, log=log, say=say, on_m=after_m)
+        write_table(output, device, tc.arch, {f"{n},{k}": rows}, sm_count=sm_count)
         if args.log:
             args.log.parent.mkdir(parents=True, exist_ok=True)
             args.log.write_text(json.dumps({"device": device, "versions": versions(), "results": log}) + "\n")
-    print(f"wrote {output}")
+        if speed and not args.no_speed:
+            paths = write_speed(tc, speed, output=args.speed_output, cache=not args.no_cache, device=device)
+            speed_paths = paths
+    bar.close()
+    print(f"wrote {output} ({len(shapes)} shapes, {time.monotonic() - t0:.0f}s)")
+    if speed and not args.no_speed:
+        print("speed evidence: " + ", ".join(str(p) for p in speed_paths))
     return 0
 
 

@@ -48,14 +48,41 @@ def doctor_host(args: list[str], log: Log = print) -> int:
     return _run([sys.executable, "-m", "rocm_fp8", "doctor", *args], log)
 
 
+#: where the host's probe cache is mounted in a container (see ``cache_mount``)
+CONTAINER_CACHE = "/var/cache/rocm-fp8"
+
+
+def cache_mount(cache_dir: "str | Path") -> dict:
+    """Container options that put the host folder ``cache_dir`` where rocm_fp8 in the container
+    writes and reads probe reports (correctness and speed evidence, keyed by the image's toolchain
+    fingerprint), so that a probe run inside an image leaves its report on the host."""
+    path = Path(cache_dir).resolve()
+    return {"volumes": {str(path): {"bind": CONTAINER_CACHE, "mode": "rw"}},
+            "environment": {"ROCM_FP8_CACHE": CONTAINER_CACHE}}
+
+
+def probe_in_image(image: str, args: list[str], *, cache_dir: "Optional[str | Path]" = None, log: Log = print) -> int:
+    """`rocm-fp8 probe <args>` inside ``image`` with the host's probe cache mounted: the report
+    (with ``--timing``, the speeds too) is written by the image's toolchain, into the host's cache."""
+    from rocm_fp8.probe_report import cache_root
+
+    cache_dir = Path(cache_dir) if cache_dir else cache_root()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log(f"probe reports go to {cache_dir}/probe/ (mounted at {CONTAINER_CACHE}); serve with the same mount "
+        f"and ROCM_FP8_CACHE={CONTAINER_CACHE}, or bake them with `rocm-fp8 configure`")
+    return run_cli_in_image(image, ["probe", *args], log=log, extra=cache_mount(cache_dir))
+
+
 def run_cli_in_image(image: str, cli_args: list[str], *, gpus: bool = True, log: Log = print,
-                     timeout: float = 3600) -> int:
-    """`rocm-fp8 <cli_args>` inside a container of ``image``, with the host's AMD GPUs when it has any."""
+                     timeout: float = 3600, extra: Optional[dict] = None) -> int:
+    """`rocm-fp8 <cli_args>` inside a container of ``image``, with the host's AMD GPUs when it has any.
+    ``extra``: more container options (``volumes``, ``environment``)."""
     client = engine.connect()
     options = engine.amd_device_options() if gpus else {}
     if gpus and not options.get("devices"):
         log("note: this host has no /dev/kfd or /dev/dri/renderD*: the container sees no GPU")
         options = {}
+    options.update(extra or {})
     result = engine.run_in_image(client, image, ["rocm-fp8", *cli_args], timeout=timeout, stream=log, **options)
     if result.timed_out:
         raise DeployError(f"`rocm-fp8 {' '.join(cli_args)}` in {image} did not finish in {timeout:.0f} s")

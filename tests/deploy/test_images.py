@@ -255,6 +255,25 @@ def test_invoke_doctor_and_probe_in_an_image(docker_client, built):
     assert "bpreshuffle-rocm70" in proc.stdout
 
 
+def test_invoke_probe_in_an_image_leaves_its_report_in_the_hosts_cache(docker_client, built, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROCM_FP8_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "invoke", "probe", "--image", built["tags"]["7.2"], "--args",
+                           "--backend reference --n 256 --k 256 --m 1 17 --no-progress"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reports = list((tmp_path / "probe").glob("*.json"))
+    assert len(reports) == 1, proc.stdout
+    report = json.loads(reports[0].read_text())
+    # written by the image's toolchain (its fingerprint names the file), measured in the container
+    assert reports[0].stem == report["fingerprint"] and report["settings"]["device"] == "cpu"
+    assert [r["max_safe_m"] for r in report["results"]] == [17]
+
+
 def test_invoke_clean_removes_the_flavour_tags(docker_client, built):
     repository = built["repository"] + "-clean"
     docker_client.api.tag(built["tags"]["7.0"], repository, "7.0-gfx950")

@@ -67,7 +67,7 @@ def _table_rows():
     from rocm_fp8 import kernel_configs
 
     tc = detect()
-    table = kernel_configs.table_for(tc.device_name, tc.arch)
+    table = kernel_configs.table_for(tc.device_name, tc.arch, tc.cu_count)  # own or family table
     if table is None:
         return []
     return [(n, k, row.m, row.config) for (n, k), rows in sorted(table.shapes.items()) for row in rows]

@@ -77,7 +77,8 @@ class TorchScaledMMBackend(Backend):
         return False  # cuBLASLt chooses its own kernels
 
     def measured_tflops(self, problem: Problem, toolchain) -> Optional[float]:
-        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch)
+        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch,
+                                    toolchain.cu_count)
         return None if row is None else row.scaled_mm_tflops
 
     def prepare_weight(self, weight, weight_scale):

@@ -64,11 +64,12 @@ class TritonBackend(Backend):
 
     # -- tables -------------------------------------------------------------------------------------
     def tuned_for(self, problem: Problem, toolchain) -> bool:
-        table = kernel_configs.table_for(toolchain.device_name, toolchain.arch)
+        table = kernel_configs.table_for(toolchain.device_name, toolchain.arch, toolchain.cu_count)
         return bool(table and table.has_shape(problem.n, problem.k))
 
     def measured_tflops(self, problem: Problem, toolchain) -> Optional[float]:
-        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch)
+        row = kernel_configs.lookup(problem.m, problem.n, problem.k, toolchain.device_name, toolchain.arch,
+                                    toolchain.cu_count)
         return None if row is None else row.triton_tflops
 
     def config_for(self, m: int, n: int, k: int, toolchain=None):
@@ -79,11 +80,11 @@ class TritonBackend(Backend):
             from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
 
             tc = toolchain if toolchain is not None else detect()
-            row = kernel_configs.lookup(key[2], n, k, tc.device_name, tc.arch)
+            row = kernel_configs.lookup(key[2], n, k, tc.device_name, tc.arch, tc.cu_count)
             if row is not None:
                 cfg = KernelConfig.from_dict(row.config).validate()
             else:
-                table = kernel_configs.table_for(tc.device_name, tc.arch)
+                table = kernel_configs.table_for(tc.device_name, tc.arch, tc.cu_count)
                 base = default_config(key[2], n, k)
                 if table is not None and table.default:
                     base = KernelConfig.from_dict({**base.to_dict(), **table.default}).validate()
