@@ -206,7 +206,8 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
               FRAME)
 
 
-@triton.jit
+# M is not specialized so that one compiled reduction serves every M of a bound layer (see BoundGemm).
+@triton.jit(do_not_specialize=["M"])
 def _splitk_reduce(ws_ptr, c_ptr, M, N, stride_cm, stride_cn,
                    SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -398,6 +399,11 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
 
     Returns Triton's handle of the main kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
     """
+    return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)[0]
+
+
+def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
+    """:func:`launch` through Triton's JIT; returns the compiled (GEMM, split-K reduction or None)."""
     m, k = x_q.shape
     n = w_q.shape[0]
     dev = x_q.device
@@ -415,7 +421,8 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
     use_tma = cfg.tma and k % GROUP_K == 0 and tma_supported(dev)
     if use_tma:
         a_arg = _TensorDescriptor(x_q, [m, k], [x_q.stride(0), 1], [bm, GROUP_K])
-        b_arg = _TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [bn, GROUP_K])
+        if b_arg is None:
+            b_arg = _TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [bn, GROUP_K])
     else:
         a_arg, b_arg = x_q, w_q
     compiled = _blockscale_gemm_kernel[(programs,)](
@@ -429,8 +436,117 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
         SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
         **_compiler_options(cfg, dev),
     )
+    reduce = None
     if split > 1:
-        block = 1024
-        _splitk_reduce[(triton.cdiv(m * n, block),)](
-            ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=block, num_warps=4)
-    return compiled
+        reduce = _splitk_reduce[(triton.cdiv(m * n, _REDUCE_BLOCK),)](
+            ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=_REDUCE_BLOCK, num_warps=4)
+    return compiled, reduce
+
+
+_REDUCE_BLOCK = 1024
+
+
+
+# ------------------------------------------------------------------------------------------------
+# Bound launch: one weight, one output dtype, one config (a layer's M bucket)
+# ------------------------------------------------------------------------------------------------
+
+
+class BoundGemm:
+    """``run(x_q [M, K], x_scale [M, ceil(K/128)]) -> y [M, N]`` for one weight, out dtype and config.
+
+    Everything except M is settled here, once: the config, the split-K factor, the grid as a
+    function of M, the constexprs and compiler options, the weight's strides and (TMA) descriptor.
+    The split-K workspace is a fresh fp32 tensor per call (from torch's caching allocator, so two
+    streams never share one and graph capture gives it a private pool).
+
+    The first call whose activation is canonical (rows of exactly K elements, x_q and x_scale
+    16-byte aligned) launches through Triton's JIT and keeps the compiled kernels; later canonical
+    calls launch them directly (:mod:`rocm_fp8.kernels.fast_launch`), since M and the scale strides
+    are not specialized and everything else is fixed. Any other activation, the interpreter, a
+    Triton without the fast path, or an installed launch hook take the JIT launch. The operands
+    must satisfy :func:`check_inputs`, which is not repeated (the dispatcher checks once per layer).
+    """
+
+    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype,
+                 config: KernelConfig) -> None:
+        from rocm_fp8.kernels import fast_launch
+
+        n, k = w_q.shape
+        dev = w_q.device
+        cfg = config
+        self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, cfg
+        self.n, self.k, self.device = n, k, dev
+        self.split = max(1, min(cfg.split_k, triton.cdiv(k, GROUP_K)))
+        self._tiles_n = triton.cdiv(n, cfg.block_n) * self.split
+        self._max_programs = num_sms(dev) * cfg.programs_per_sm if cfg.persistent else None
+        even_k = k % GROUP_K == 0
+        self._use_tma = cfg.tma and even_k and tma_supported(dev)
+        self._b_arg = (_TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [cfg.block_n, GROUP_K])
+                       if self._use_tma else w_q)
+        # launch arguments after M (N, K and every stride but the activation scale's) and after
+        # NUM_PROGRAMS (the constexprs), in the kernel's parameter order
+        self._nk_strides = (n, k, k, 1, w_q.stride(0), w_q.stride(1), n, 1)
+        self._w_scale_strides = (w_scale.stride(0), w_scale.stride(1))
+        self._constexprs = (cfg.block_m, cfg.block_n, GROUP_K, cfg.group_m, self.split, even_k, self._use_tma,
+                            cfg.persistent, GROUP_N, cfg.frame)
+        self._fast = fast_launch
+        self._can_warm = dev.type == "cuda" and fast_launch.fast_launch_supported()
+        self._dev_index = dev.index if dev.index is not None else 0
+        self._gemm = None    # WarmKernel of the GEMM, once warmed
+        self._reduce = None  # WarmKernel of the split-K reduction, once warmed
+
+    @property
+    def warmed(self) -> bool:
+        """Whether calls now take the direct launch (False under the interpreter)."""
+        return self._gemm is not None and (self.split == 1 or self._reduce is not None)
+
+    def programs(self, m: int) -> int:
+        tiles = triton.cdiv(m, self.config.block_m) * self._tiles_n
+        return tiles if self._max_programs is None else min(tiles, self._max_programs)
+
+    def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        m = x_q.shape[0]
+        if (self._gemm is not None and m and x_q.is_contiguous() and not x_q.data_ptr() & 15
+                and not x_scale.data_ptr() & 15 and self._fast.hooks_idle()):
+            return self._direct(m, x_q, x_scale)
+        return self._jit(m, x_q, x_scale)
+
+    def _direct(self, m: int, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        out = torch.empty((m, n), dtype=self.out_dtype, device=self.device)
+        split = self.split
+        ws = out if split == 1 else torch.empty((split, m, n), dtype=torch.float32, device=self.device)
+        a_arg = (_TensorDescriptor(x_q, [m, self.k], [self.k, 1], [self.config.block_m, GROUP_K])
+                 if self._use_tma else x_q)
+        programs = self.programs(m)
+        stream = self._fast.stream_getter()(self._dev_index)
+        self._gemm(programs, 1, stream, a_arg, self._b_arg, out, x_scale, self.w_scale, ws, m, *self._nk_strides,
+                   x_scale.stride(0), x_scale.stride(1), *self._w_scale_strides, programs, *self._constexprs)
+        if split > 1:
+            self._reduce(triton.cdiv(m * n, _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, split, _REDUCE_BLOCK)
+        return out
+
+    def _jit(self, m: int, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.device)
+        if m == 0:
+            return out
+        if x_q.stride(-1) != 1:
+            x_q = x_q.contiguous()
+        gemm, reduce = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config,
+                                   b_arg=self._b_arg if self._use_tma else None)
+        canonical = x_q.stride(0) == self.k and not x_q.data_ptr() & 15 and not x_scale.data_ptr() & 15
+        if self._gemm is None and self._can_warm and canonical:
+            warm_gemm = self._fast.warm(gemm)
+            warm_reduce = self._fast.warm(reduce) if self.split > 1 else None
+            if warm_gemm is not None and (self.split == 1 or warm_reduce is not None):
+                self._gemm, self._reduce = warm_gemm, warm_reduce
+        return out
+
+
+def bind_gemm(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16,
+              config: Optional[KernelConfig] = None, m_hint: int = 1) -> BoundGemm:
+    """A :class:`BoundGemm` for one weight; ``config`` None picks :func:`default_config` for ``m_hint``."""
+    n, k = w_q.shape
+    cfg = config if config is not None else default_config(m_hint, n, k)
+    return BoundGemm(w_q, w_scale, out_dtype, cfg)
