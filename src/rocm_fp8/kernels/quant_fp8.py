@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 import triton
-import triton.language as tl
+import triton.language as tl  # noqa: F401 - used by the kernel
 
 from rocm_fp8.kernels import fast_launch
 
@@ -40,7 +40,7 @@ SCALE_LAYOUTS = ("row", "col")
 @triton.jit(do_not_specialize=["M", "stride_sm", "stride_sg"])
 def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
                   FMAX: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr, MIN_SCALE: tl.constexpr,
-                  RECIPROCAL: tl.constexpr, GROUP: tl.constexpr, GROUPS: tl.constexpr):
+                  RECIPROCAL: tl.constexpr, FNUZ: tl.constexpr, GROUP: tl.constexpr, GROUPS: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     groups = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
     cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
@@ -60,9 +60,14 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, st
     biased = tl.maximum(biased, MIN_NORMAL_EXP + 127)
     magic = ((biased + 20) << 23).to(tl.float32, bitcast=True)
     mag = (mag + magic) - magic
-    # the sign from the bits, so that -0.0 stays -0.0 as in torch
-    v = tl.where(v.to(tl.int32, bitcast=True) < 0, -mag, mag)
-    tl.store(q_ptr + row * stride_qm + cols, v.to(q_ptr.dtype.element_ty), mask=ok)
+    # Cast the magnitude (exact now) and set the sign bit ourselves: GPUs convert -0.0 to +0, torch
+    # keeps it (0x80) in e4m3fn; e4m3fnuz has no -0 (0x80 is its NaN), so there zero stays unsigned.
+    bits = mag.to(q_ptr.dtype.element_ty).to(tl.uint8, bitcast=True)
+    negative = v.to(tl.int32, bitcast=True) < 0
+    if FNUZ:
+        negative = negative & (bits != 0)
+    bits = tl.where(negative, bits | 0x80, bits)
+    tl.store(q_ptr + row * stride_qm + cols, bits.to(q_ptr.dtype.element_ty, bitcast=True), mask=ok)
     tl.store(s_ptr + row * stride_sm + groups * stride_sg, scale, mask=groups * GROUP < K)
 
 
@@ -97,8 +102,9 @@ class _QuantLaunch:
         fmax, min_exp = _FP8[fp8_dtype]
         n_groups = -(-k // group)
         # Several groups per program (fewer, fuller programs); a power of two for tl.arange.
-        self.groups_per_program = min(4, triton.next_power_of_2(n_groups))
-        self.constexprs = (fmax, min_exp, _MIN_SCALE, on_gpu, group, self.groups_per_program)
+        self.groups_per_program = 1 if n_groups == 1 else 2 if n_groups == 2 else 4
+        fnuz = fp8_dtype == torch.float8_e4m3fnuz
+        self.constexprs = (fmax, min_exp, _MIN_SCALE, on_gpu, fnuz, group, self.groups_per_program)
         self.kernel = None
         self.k, self.group, self.col = k, group, col
 
@@ -116,30 +122,33 @@ def quantize_fp8(x: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn, 
         check_quant_args(x, fp8_dtype, group_size, scale_layout)
     m, k = x.shape
     col = scale_layout == "col"
-    dev = x.device
-    key = (x.dtype, fp8_dtype, k, group_size, col, dev)
+    on_gpu = x.is_cuda
+    key = (x.dtype, fp8_dtype, k, group_size, col, on_gpu)
     launch = _launches.get(key)
     if launch is None:
-        launch = _launches[key] = _QuantLaunch(k, fp8_dtype, group_size, col, dev.type != "cpu")
+        launch = _launches[key] = _QuantLaunch(k, fp8_dtype, group_size, col, on_gpu)
+    dev = x.device
     n_groups = -(-k // group_size)
     x_q = torch.empty((m, k), dtype=fp8_dtype, device=dev)
     if col:
         x_scale = torch.empty((n_groups, m), dtype=torch.float32, device=dev).t()
+        sm, sg = 1, m
     else:
         x_scale = torch.empty((m, n_groups), dtype=torch.float32, device=dev)
+        sm, sg = n_groups, 1
     if m == 0:
         return x_q, x_scale
     grid_y = -(-n_groups // launch.groups_per_program)
-    sm, sg = x_scale.stride()
     kernel = launch.kernel
-    if (kernel is not None and x.stride(1) == 1 and (x.stride(0) == k or m == 1) and not x.data_ptr() & 15
-            and fast_launch.hooks_idle()):
-        stream = fast_launch.stream_getter()(dev.index)
-        kernel(m, grid_y, stream, x, x_q, x_scale, m, k, k, 1, k, sm, sg, *launch.constexprs)
-        return x_q, x_scale
+    x_ptr = x.data_ptr()
+    if kernel is not None:
+        xs = x.stride()
+        if xs[1] == 1 and (xs[0] == k or m == 1) and not x_ptr & 15 and fast_launch.hooks_idle():
+            kernel(m, grid_y, fast_launch.stream_getter()(dev.index), x_ptr, x_q, x_scale, m, k, k, 1, k, sm, sg,
+                   *launch.constexprs)
+            return x_q, x_scale
     compiled = _quant_kernel[(m, grid_y)](x, x_q, x_scale, m, k, x.stride(0), x.stride(1), k, sm, sg,
                                           *launch.constexprs, num_warps=4)
-    if (kernel is None and dev.type == "cuda" and x.stride(1) == 1 and x.stride(0) == k
-            and not x.data_ptr() & 15):
+    if kernel is None and on_gpu and x.stride(1) == 1 and x.stride(0) == k and not x_ptr & 15:
         launch.kernel = fast_launch.warm(compiled)
     return x_q, x_scale

@@ -408,9 +408,9 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
     n = w_q.shape[0]
     dev = x_q.device
     bm, bn = cfg.block_m, cfg.block_n
-    k_blocks = triton.cdiv(k, GROUP_K)
+    k_blocks = _cdiv(k, GROUP_K)
     split = max(1, min(cfg.split_k, k_blocks))
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split
+    tiles = _cdiv(m, bm) * _cdiv(n, bn) * split
     if cfg.persistent:
         programs = min(tiles, num_sms(dev) * cfg.programs_per_sm)
     else:
@@ -438,12 +438,17 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
     )
     reduce = None
     if split > 1:
-        reduce = _splitk_reduce[(triton.cdiv(m * n, _REDUCE_BLOCK),)](
+        reduce = _splitk_reduce[(_cdiv(m * n, _REDUCE_BLOCK),)](
             ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=_REDUCE_BLOCK, num_warps=4)
     return compiled, reduce
 
 
 _REDUCE_BLOCK = 1024
+
+
+def _cdiv(a: int, b: int) -> int:
+    # plain arithmetic: triton.cdiv is a constexpr function whose call costs microseconds of host time
+    return -(-a // b)
 
 
 
@@ -477,20 +482,25 @@ class BoundGemm:
         cfg = config
         self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, cfg
         self.n, self.k, self.device = n, k, dev
-        self.split = max(1, min(cfg.split_k, triton.cdiv(k, GROUP_K)))
-        self._tiles_n = triton.cdiv(n, cfg.block_n) * self.split
+        self.split = max(1, min(cfg.split_k, _cdiv(k, GROUP_K)))
+        self._tiles_n = _cdiv(n, cfg.block_n) * self.split
         self._max_programs = num_sms(dev) * cfg.programs_per_sm if cfg.persistent else None
         even_k = k % GROUP_K == 0
         self._use_tma = cfg.tma and even_k and tma_supported(dev)
-        self._b_arg = (_TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [cfg.block_n, GROUP_K])
-                       if self._use_tma else w_q)
+        self._b_desc = (_TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [cfg.block_n, GROUP_K])
+                        if self._use_tma else None)
+        self._b_arg = self._b_desc if self._use_tma else w_q.data_ptr()
+        self._w_scale_ptr = w_scale.data_ptr()
+        self._block_m = cfg.block_m
         # launch arguments after M (N, K and every stride but the activation scale's) and after
         # NUM_PROGRAMS (the constexprs), in the kernel's parameter order
         self._nk_strides = (n, k, k, 1, w_q.stride(0), w_q.stride(1), n, 1)
         self._w_scale_strides = (w_scale.stride(0), w_scale.stride(1))
         self._constexprs = (cfg.block_m, cfg.block_n, GROUP_K, cfg.group_m, self.split, even_k, self._use_tma,
                             cfg.persistent, GROUP_N, cfg.frame)
-        self._fast = fast_launch
+        self._hooks_idle = fast_launch.hooks_idle
+        self._stream = fast_launch.stream_getter() if dev.type == "cuda" else None
+        self._warm = fast_launch.warm
         self._can_warm = dev.type == "cuda" and fast_launch.fast_launch_supported()
         self._dev_index = dev.index if dev.index is not None else 0
         self._gemm = None    # WarmKernel of the GEMM, once warmed
@@ -502,30 +512,36 @@ class BoundGemm:
         return self._gemm is not None and (self.split == 1 or self._reduce is not None)
 
     def programs(self, m: int) -> int:
-        tiles = triton.cdiv(m, self.config.block_m) * self._tiles_n
+        """The grid for M rows (what the direct launch computes inline)."""
+        tiles = _cdiv(m, self._block_m) * self._tiles_n
         return tiles if self._max_programs is None else min(tiles, self._max_programs)
 
     def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
-        m = x_q.shape[0]
-        if (self._gemm is not None and m and x_q.is_contiguous() and not x_q.data_ptr() & 15
-                and not x_scale.data_ptr() & 15 and self._fast.hooks_idle()):
-            return self._direct(m, x_q, x_scale)
-        return self._jit(m, x_q, x_scale)
-
-    def _direct(self, m: int, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
-        n = self.n
-        out = torch.empty((m, n), dtype=self.out_dtype, device=self.device)
-        split = self.split
-        ws = out if split == 1 else torch.empty((split, m, n), dtype=torch.float32, device=self.device)
-        a_arg = (_TensorDescriptor(x_q, [m, self.k], [self.k, 1], [self.config.block_m, GROUP_K])
-                 if self._use_tma else x_q)
-        programs = self.programs(m)
-        stream = self._fast.stream_getter()(self._dev_index)
-        self._gemm(programs, 1, stream, a_arg, self._b_arg, out, x_scale, self.w_scale, ws, m, *self._nk_strides,
-                   x_scale.stride(0), x_scale.stride(1), *self._w_scale_strides, programs, *self._constexprs)
-        if split > 1:
-            self._reduce(triton.cdiv(m * n, _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, split, _REDUCE_BLOCK)
-        return out
+        gemm = self._gemm
+        if gemm is not None:
+            m = x_q.shape[0]
+            xp, sp = x_q.data_ptr(), x_scale.data_ptr()
+            if m and not (xp | sp) & 15 and x_q.is_contiguous() and self._hooks_idle():
+                # pointers go as ints (the launcher would call data_ptr() again); the weight's are bound
+                n = self.n
+                out = torch.empty((m, n), dtype=self.out_dtype, device=self.device)
+                programs = -(-m // self._block_m) * self._tiles_n
+                if self._max_programs is not None and programs > self._max_programs:
+                    programs = self._max_programs
+                stream = self._stream(self._dev_index)
+                a_arg = (_TensorDescriptor(x_q, [m, self.k], [self.k, 1], [self._block_m, GROUP_K])
+                         if self._use_tma else xp)
+                ss = x_scale.stride()
+                if self.split == 1:
+                    gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, out, m,
+                         *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                    return out
+                ws = torch.empty((self.split, m, n), dtype=torch.float32, device=self.device)
+                gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, m,
+                     *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                self._reduce(-(-m * n // _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, self.split, _REDUCE_BLOCK)
+                return out
+        return self._jit(x_q.shape[0], x_q, x_scale)
 
     def _jit(self, m: int, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
         out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.device)
@@ -534,11 +550,11 @@ class BoundGemm:
         if x_q.stride(-1) != 1:
             x_q = x_q.contiguous()
         gemm, reduce = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config,
-                                   b_arg=self._b_arg if self._use_tma else None)
+                                   b_arg=self._b_desc)
         canonical = x_q.stride(0) == self.k and not x_q.data_ptr() & 15 and not x_scale.data_ptr() & 15
         if self._gemm is None and self._can_warm and canonical:
-            warm_gemm = self._fast.warm(gemm)
-            warm_reduce = self._fast.warm(reduce) if self.split > 1 else None
+            warm_gemm = self._warm(gemm)
+            warm_reduce = self._warm(reduce) if self.split > 1 else None
             if warm_gemm is not None and (self.split == 1 or warm_reduce is not None):
                 self._gemm, self._reduce = warm_gemm, warm_reduce
         return out
