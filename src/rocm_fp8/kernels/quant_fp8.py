@@ -28,30 +28,25 @@ import triton.language as tl  # noqa: F401 - used by the kernel
 from rocm_fp8.kernels import fast_launch
 
 _IN_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-#: the largest magnitude quantized to, and the smallest normal exponent (unbiased) of each flavour
-_FP8 = {
-    torch.float8_e4m3fn: (448.0, -6),
-    torch.float8_e4m3fnuz: (224.0, -7),
-}
-_MIN_SCALE = 1e-12  # as rocm_fp8.quant: guards an all-zero group
+#: the FP8 flavours and the largest magnitude each is quantized to (as rocm_fp8.quant.QUANT_MAX)
+_FP8 = {torch.float8_e4m3fn: 448.0, torch.float8_e4m3fnuz: 224.0}
 SCALE_LAYOUTS = ("row", "col")
 
 
-@triton.jit(do_not_specialize=["M", "stride_sm", "stride_sg"])
-def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
-                  FMAX: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr, MIN_SCALE: tl.constexpr,
-                  RECIPROCAL: tl.constexpr, FNUZ: tl.constexpr, GROUP: tl.constexpr, GROUPS: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    groups = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
-    cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
-    ok = cols < K
-    x = tl.load(x_ptr + row * stride_xm + cols * stride_xk, mask=ok, other=0.0).to(tl.float32)
+@triton.jit
+def quantize_groups(x, FP8_TY: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
+    """``x [R, G]`` fp32, one group per row -> (FP8 values [R, G], fp32 dequant scales [R]).
+
+    Also the GEMM's prologue when it quantizes its activation tile itself (``QUANT_A``).
+    """
+    FMAX: tl.constexpr = 224.0 if FNUZ else 448.0
+    MIN_NORMAL_EXP: tl.constexpr = -7 if FNUZ else -6
     amax = tl.max(tl.abs(x), axis=1)
     if RECIPROCAL:  # torch on a GPU divides by a Python scalar as a product with its fp32 reciprocal
-        scale = tl.maximum(amax * (1.0 / FMAX), MIN_SCALE)
+        scale = tl.maximum(amax * (1.0 / FMAX), 1e-12)
     else:
-        scale = tl.maximum(tl.math.div_rn(amax, tl.full((GROUPS,), FMAX, tl.float32)), MIN_SCALE)
-    v = tl.math.div_rn(x, tl.broadcast_to(scale[:, None], (GROUPS, GROUP)))
+        scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, FMAX, tl.float32)), 1e-12)
+    v = tl.math.div_rn(x, tl.broadcast_to(scale[:, None], x.shape))
     v = tl.minimum(tl.maximum(v, -FMAX), FMAX)
     # Round |v| to the FP8 grid (3 mantissa bits; fixed spacing below the smallest normal) by adding
     # and removing 2^23 ulps: fp32 addition rounds to nearest even at exactly that ulp.
@@ -62,12 +57,24 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, st
     mag = (mag + magic) - magic
     # Cast the magnitude (exact now) and set the sign bit ourselves: GPUs convert -0.0 to +0, torch
     # keeps it (0x80) in e4m3fn; e4m3fnuz has no -0 (0x80 is its NaN), so there zero stays unsigned.
-    bits = mag.to(q_ptr.dtype.element_ty).to(tl.uint8, bitcast=True)
+    bits = mag.to(FP8_TY).to(tl.uint8, bitcast=True)
     negative = v.to(tl.int32, bitcast=True) < 0
     if FNUZ:
         negative = negative & (bits != 0)
     bits = tl.where(negative, bits | 0x80, bits)
-    tl.store(q_ptr + row * stride_qm + cols, bits.to(q_ptr.dtype.element_ty, bitcast=True), mask=ok)
+    return bits.to(FP8_TY, bitcast=True), scale
+
+
+@triton.jit(do_not_specialize=["M", "stride_sm", "stride_sg"])
+def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
+                  RECIPROCAL: tl.constexpr, FNUZ: tl.constexpr, GROUP: tl.constexpr, GROUPS: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    groups = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+    cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
+    ok = cols < K
+    x = tl.load(x_ptr + row * stride_xm + cols * stride_xk, mask=ok, other=0.0).to(tl.float32)
+    q, scale = quantize_groups(x, q_ptr.dtype.element_ty, FNUZ, RECIPROCAL)
+    tl.store(q_ptr + row * stride_qm + cols, q, mask=ok)
     tl.store(s_ptr + row * stride_sm + groups * stride_sg, scale, mask=groups * GROUP < K)
 
 
@@ -99,12 +106,10 @@ class _QuantLaunch:
     __slots__ = ("kernel", "k", "group", "groups_per_program", "constexprs", "col")
 
     def __init__(self, k: int, fp8_dtype: torch.dtype, group: int, col: bool, on_gpu: bool) -> None:
-        fmax, min_exp = _FP8[fp8_dtype]
         n_groups = -(-k // group)
         # Several groups per program (fewer, fuller programs); a power of two for tl.arange.
         self.groups_per_program = 1 if n_groups == 1 else 2 if n_groups == 2 else 4
-        fnuz = fp8_dtype == torch.float8_e4m3fnuz
-        self.constexprs = (fmax, min_exp, _MIN_SCALE, on_gpu, fnuz, group, self.groups_per_program)
+        self.constexprs = (on_gpu, fp8_dtype == torch.float8_e4m3fnuz, group, self.groups_per_program)
         self.kernel = None
         self.k, self.group, self.col = k, group, col
 
