@@ -446,6 +446,22 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
 _REDUCE_BLOCK = 1024
 
 
+# Split-K partial sums of the direct launches: one fp32 buffer per (device, stream), grown to the
+# largest need and shared by every bound layer (like a BLAS workspace). Calls on one stream run in
+# order, so they never overlap; two streams get two buffers. Inside a CUDA/HIP-graph capture a fresh
+# tensor is taken instead (from the graph's pool), so no graph shares scratch with eager calls.
+_scratch: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _splitk_scratch(numel: int, dev_index: int, stream: int, device: torch.device) -> torch.Tensor:
+    if torch.cuda.is_current_stream_capturing():
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    buf = _scratch.get((dev_index, stream))
+    if buf is None or buf.numel() < numel:
+        buf = _scratch[(dev_index, stream)] = torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
+    return buf
+
+
 def _cdiv(a: int, b: int) -> int:
     # plain arithmetic: triton.cdiv is a constexpr function whose call costs microseconds of host time
     return -(-a // b)
@@ -462,8 +478,8 @@ class BoundGemm:
 
     Everything except M is settled here, once: the config, the split-K factor, the grid as a
     function of M, the constexprs and compiler options, the weight's strides and (TMA) descriptor.
-    The split-K workspace is a fresh fp32 tensor per call (from torch's caching allocator, so two
-    streams never share one and graph capture gives it a private pool).
+    The split-K partial sums go to a per-stream scratch buffer (``_splitk_scratch``), or to a fresh
+    tensor from the graph's pool while a CUDA/HIP graph is being captured.
 
     The first call whose activation is canonical (rows of exactly K elements, x_q and x_scale
     16-byte aligned) launches through Triton's JIT and keeps the compiled kernels; later canonical
@@ -536,7 +552,7 @@ class BoundGemm:
                     gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, out, m,
                          *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
                     return out
-                ws = torch.empty((self.split, m, n), dtype=torch.float32, device=self.device)
+                ws = _splitk_scratch(self.split * m * n, self._dev_index, stream, self.device)
                 gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, m,
                      *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
                 self._reduce(-(-m * n // _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, self.split, _REDUCE_BLOCK)
