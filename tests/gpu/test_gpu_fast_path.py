@@ -214,3 +214,23 @@ def test_split_k_scratch_is_safe_across_graph_and_streams():
     torch.cuda.synchronize()
     assert torch.equal(y_graph, want1)
     assert all(torch.equal(y, want2) for y in y_other + y_eager)
+
+
+@pytest.mark.skipif(HIP, reason="cuBLASLt blockwise FP8 is NVIDIA-only")
+@pytest.mark.parametrize("m", [1, 8])
+def test_torch_scaled_mm_bind_matches_run(m):
+    from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend
+    from rocm_fp8.toolchain import detect
+
+    backend = TorchScaledMMBackend()
+    if not backend.available(detect())[0]:
+        pytest.skip(backend.available(detect())[1])
+    n, k = 2048, 3072
+    w_q, w_s = quantize_weight(torch.randn(n, k, device="cuda") * 0.05, (128, 128), FP8)
+    prepared = backend.prepare_weight(w_q, w_s)
+    run = backend.bind(prepared, torch.bfloat16, m)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    xq, xs = backend.quantize_input(x, FP8)
+    y = run(xq, xs)
+    assert torch.equal(y, backend.run(xq, xs, prepared, torch.bfloat16))
+    assert_close(y, reference_linear(xq, xs, w_q, w_s), 1e-2)
