@@ -205,6 +205,20 @@ def test_backend_bind_and_run_share_the_bound_call(kernel):
     assert ("bound", torch.float16, 8) in prepared.extra  # run() binds once per (out dtype, bucket)
 
 
+def test_fast_launch_gates():
+    """The direct launch is off under the interpreter and while any launch hook is installed."""
+    from rocm_fp8.kernels import fast_launch
+
+    class Chain:  # the shape of Triton >= 3.7's HookChain
+        def __init__(self, calls):
+            self.calls = calls
+
+    assert fast_launch._hook_idle(None) and fast_launch._hook_idle(Chain([]))
+    assert not fast_launch._hook_idle(Chain([print])) and not fast_launch._hook_idle(print)
+    assert fast_launch.warm(None) is None
+    assert fast_launch.fast_launch_supported() is (not INTERPRETED and fast_launch._runtime_knobs() is not None)
+
+
 # -- input checks ------------------------------------------------------------------------------------
 
 

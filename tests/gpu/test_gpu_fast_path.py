@@ -234,3 +234,37 @@ def test_torch_scaled_mm_bind_matches_run(m):
     y = run(xq, xs)
     assert torch.equal(y, backend.run(xq, xs, prepared, torch.bfloat16))
     assert_close(y, reference_linear(xq, xs, w_q, w_s), 1e-2)
+
+
+def test_a_launch_hook_sees_every_call():
+    """While a launch hook (a profiler) is installed, bound calls take the JIT launch, which calls it."""
+    import triton
+
+    from rocm_fp8.kernels.triton_blockscale import BoundGemm, KernelConfig, blockscale_gemm
+
+    runtime = triton.knobs.runtime
+    cfg = KernelConfig(block_m=16, block_n=64)
+    x_q, x_s, w_q, w_s = operands(2, 256, 512, seed=6)
+    bound = BoundGemm(w_q, w_s, torch.bfloat16, cfg)
+    bound(x_q, x_s)
+    assert bound.warmed
+    seen = []
+
+    def hook(metadata):
+        seen.append(metadata)
+
+    chain = hasattr(runtime.launch_enter_hook, "add")  # Triton >= 3.7: a HookChain; before: a callable
+    old = runtime.launch_enter_hook
+    if chain:
+        runtime.launch_enter_hook.add(hook)
+    else:
+        runtime.launch_enter_hook = hook
+    try:
+        y = bound(x_q, x_s)
+    finally:
+        if chain:
+            runtime.launch_enter_hook.remove(hook)
+        else:
+            runtime.launch_enter_hook = old
+    assert seen, "the launch hook was not called"
+    assert torch.equal(y, blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=cfg))
