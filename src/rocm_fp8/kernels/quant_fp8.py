@@ -8,10 +8,13 @@ multiple of G) is quantized over its real elements, as if zero-padded. The scale
 row-major (strides (ceil(K/G), 1)) or column-major (strides (1, M), what cuBLASLt and aiter's
 bpreshuffle GEMM read), so no transposing copy follows.
 
-Bit-exactness on every target: both divisions are IEEE round-to-nearest (``div_rn``; Triton's ``/``
-is approximate on NVIDIA), and the value is rounded to the FP8 grid in fp32 arithmetic (round to
-nearest even) before the cast, so the cast itself is exact and no hardware or interpreter rounding
-mode is involved (the interpreter's fp32 -> fp8 cast rounds ties away from zero).
+Bit-exactness on every target: ``x / scale`` is an IEEE round-to-nearest division (``div_rn``;
+Triton's ``/`` is approximate on NVIDIA); ``amax / fmax`` is computed as torch computes it on that
+device (on a GPU torch multiplies by the fp32 reciprocal of a Python-scalar divisor, on the CPU it
+divides); the value is rounded to the FP8 grid in fp32 arithmetic (round to nearest even) before
+the cast, so the cast itself is exact and no hardware or interpreter rounding mode is involved (the
+interpreter's fp32 -> fp8 cast rounds ties away from zero); the sign bit is set by hand (GPU
+conversions turn -0.0 into +0, torch keeps it in e4m3fn).
 
 Launches are warmed per (input dtype, FP8 dtype, K, group, scale layout) like the GEMM's
 (:mod:`rocm_fp8.kernels.fast_launch`); anything unusual takes Triton's normal launch.
