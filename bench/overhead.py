@@ -1,134 +1,293 @@
-"""Overhead of ``rocm_fp8.w8a8_block_fp8_linear`` (pre-quantized input) over a direct kernel launch.
+"""Host cost per call of the FP8 linear, against a bare Triton launch and a torch add, in one process.
 
-    PYTHONPATH=src python3 bench/overhead.py [--out bench/results]
+    PYTHONPATH=src python3 bench/overhead.py [--out bench/results] [--calls 2000] [--runs 5]
 
-Host: wall time per call of a long run of back-to-back calls on a small problem (the GPU finishes
-each kernel before the next launch is ready, so the host path is what is timed), median of 7 runs.
-GPU: the same calls captured in a CUDA graph and replayed, which also answers whether the public
-call is capturable (and whether the replay reproduces the eager output).
+GPU: for each shape (M=1, N=2048, K=3072 and M=16, N=2112, K=7168) it times the host (enqueue) cost
+per call, no CUDA graph: the wall time of ``calls`` back-to-back calls before the final synchronize,
+the minimum of ``runs`` runs. Paths: torch add (one kernel), a Triton no-op kernel launch,
+torch.matmul bf16, our GEMM through ``blockscale_gemm(check=False)`` and through the bound launcher
+(``TritonBackend.bind``), ``quantize_activation`` (torch) and the fused quant kernel, the public op
+with FP8 and bf16 input for auto and every explicit backend that runs here, and ``Fp8BlockLinear``
+(planned). Then the GPU time per call of the same under CUDA-graph replay. Ratios are to the no-op
+launch and to torch add; the targets of the lean-path work are marked met / not met:
+FP8 input <= 2x the no-op launch; bf16 input <= 3x it and <= 1.5x torch.matmul bf16; module <= op.
+
+CPU (no GPU visible): the dispatcher alone, the op with a registered no-op backend vs a tiny
+``torch.add`` (target <= 2x), functional and module.
+
+Writes bench/results/overhead-<device slug>.{json,md} with device, torch and triton versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
-import rocm_fp8
-from rocm_fp8 import kernel_configs
-from rocm_fp8.backends.triton import TritonBackend
-from rocm_fp8.kernels import triton_blockscale as tb
-from rocm_fp8.toolchain import detect
-from rocm_fp8.tune import make_sets, time_calls, versions
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+import rocm_fp8  # noqa: E402
+from rocm_fp8 import kernel_configs  # noqa: E402
+from rocm_fp8.quant import quantize_activation, quantize_weight  # noqa: E402
+
+SHAPES = [(1, 2048, 3072), (16, 2112, 7168)]
 
 
-def host_us(fn, calls=2000, runs=7) -> float:
-    for _ in range(50):
+def _sync(on_gpu: bool) -> None:
+    if on_gpu:
+        torch.cuda.synchronize()
+
+
+def host_us(fn: Callable, calls: int, runs: int, on_gpu: bool) -> float:
+    """Enqueue time per call: min over ``runs`` of (time of ``calls`` calls, taken before the sync)."""
+    for _ in range(20):
         fn()
-    torch.cuda.synchronize()
-    per = []
+    _sync(on_gpu)
+    best = float("inf")
     for _ in range(runs):
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
-        torch.cuda.synchronize()
-        per.append((time.perf_counter() - t0) * 1e6 / calls)
-    return statistics.median(per)
+        t1 = time.perf_counter()
+        _sync(on_gpu)
+        best = min(best, (t1 - t0) * 1e6 / calls)
+    return best
 
 
-def graph_check(fn, ref) -> dict:
-    """Capture ``fn`` in a CUDA graph, replay, compare with the eager ``ref``."""
+def graph_us(fn: Callable, per_graph: int = 20, replays: int = 20) -> dict:
+    """GPU time per call: ``per_graph`` calls captured in one CUDA graph, replayed, timed by events."""
     try:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
             fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            y = fn()
-        g.replay()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(per_graph):
+                fn()
+        graph.replay()
         torch.cuda.synchronize()
-        same = bool(torch.equal(y, ref))
-        return {"capturable": True, "replay_matches_eager": same}
-    except Exception as exc:  # noqa: BLE001
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
         torch.cuda.synchronize()
-        return {"capturable": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return {"gpu_us": start.elapsed_time(end) * 1e3 / (replays * per_graph)}
+    except Exception as exc:  # noqa: BLE001 - a path that cannot be captured is a result too
+        torch.cuda.synchronize()
+        return {"graph_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
-def measure(n, k, m) -> dict:
-    x_q, x_s, w_q, w_s = make_sets(m, n, k, torch.float8_e4m3fn, 1, seed=5)[0]
+def _noop_kernel():
+    import triton
+
+    @triton.jit
+    def noop(x_ptr):
+        pass
+
+    return noop
+
+
+def gpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
+    from rocm_fp8.backends.triton import TritonBackend
+    from rocm_fp8.dispatch import bucket
+    from rocm_fp8.kernels import quant_fp8
+    from rocm_fp8.kernels.triton_blockscale import blockscale_gemm
+    from rocm_fp8.toolchain import detect
+
     tc = detect()
-    cfg = TritonBackend().config_for(m, n, k, tc)
-    out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+    fp8 = torch.float8_e4m3fnuz if tc.fp8_flavour == "e4m3fnuz" else torch.float8_e4m3fn
+    g = torch.Generator(device="cuda").manual_seed(m + n + k)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
+    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=g) * 0.05
+    w_q, w_s = quantize_weight(w, (128, 128), fp8)
+    x_q, x_s = quantize_activation(x, 128, fp8)
+    a, b = torch.randn(m, n, device="cuda"), torch.randn(m, n, device="cuda")
+    noop, tiny = _noop_kernel(), torch.empty(16, device="cuda")
+    triton_backend = TritonBackend()
+    cfg = triton_backend.config_for(m, n, k, tc)
+    bound = triton_backend.bind(triton_backend.prepare_weight(w_q, w_s), torch.bfloat16, bucket(m))
 
-    def direct():
-        tb.launch(x_q, x_s, w_q, w_s, out, cfg)
-        return out
-
-    def launcher():
-        return tb.blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=cfg)
-
-    def api_triton():
-        return rocm_fp8.w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s, backend="triton")
-
-    def api_auto():
-        return rocm_fp8.w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s)
-
-    res = {"n": n, "k": k, "m": m, "config": cfg.to_dict()}
-    ref = direct().clone()
-    for name, fn in (("direct_launch", direct), ("checked_launcher", launcher), ("api_triton", api_triton),
-                     ("api_auto", api_auto)):
+    paths: dict[str, Callable] = {
+        "torch add": lambda: a + b,
+        "triton no-op launch": lambda: noop[(1,)](tiny),
+        "torch.matmul bf16": lambda: torch.matmul(x, w.t()),
+        "gemm: blockscale_gemm(check=False)": lambda: blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16,
+                                                                      config=cfg, check=False),
+        "gemm: bound launcher": lambda: bound(x_q, x_s),
+        "quant: quantize_activation (torch)": lambda: quantize_activation(x, 128, fp8),
+        "quant: fused kernel": lambda: quant_fp8.quantize_fp8(x, fp8, 128, "row", check=False),
+        "bf16 -> fused quant + bound launcher": lambda: bound(*quant_fp8.quantize_fp8(x, fp8, 128, "row",
+                                                                                      check=False)),
+    }
+    for backend in ["auto"] + list(rocm_fp8.backend_names()):
+        paths[f"op fp8-in {backend}"] = (lambda be=backend: rocm_fp8.w8a8_block_fp8_linear(
+            x_q, w_q, w_s, input_scale=x_s, backend=be))
+        paths[f"op bf16-in {backend}"] = (lambda be=backend: rocm_fp8.w8a8_block_fp8_linear(
+            x, w_q, w_s, backend=be))
+    for kind, args in (("bf16-in", (x,)), ("fp8-in", (x_q, x_s))):
         try:
-            y = fn()
-            torch.cuda.synchronize()
-            r = {"host_us": host_us(fn), "gpu_us": time_calls([fn])["us"]}
-            if name.startswith("api"):
-                r["graph"] = graph_check(fn, fn().clone())
-                r["matches_direct"] = bool(torch.equal(y, ref)) if name == "api_triton" else None
-            res[name] = r
+            layer = rocm_fp8.Fp8BlockLinear.from_checkpoint(w_q, w_s, None, out_dtype=torch.bfloat16)
+            layer.plan([m], input_dtype=args[0].dtype)
+            paths[f"module {kind} auto"] = (lambda layer=layer, args=args: layer(*args))
         except Exception as exc:  # noqa: BLE001
-            torch.cuda.synchronize()
-            res[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            paths[f"module {kind} auto"] = _raiser(exc)
+    return paths
+
+
+def _raiser(exc: BaseException) -> Callable:
+    def fail():
+        raise exc
+
+    return fail
+
+
+class _NoopBackend(rocm_fp8.Backend):
+    """Returns a preallocated output: what is left to time is the dispatcher itself."""
+
+    name = "bench-noop"
+    description = "bench/overhead.py: does nothing"
+    priority = 1000
+
+    def __init__(self, out: torch.Tensor) -> None:
+        self._out = out
+
+    def supports(self, problem, toolchain):
+        return (True, "")
+
+    def run(self, x_q, x_scale, prepared, out_dtype):
+        return self._out
+
+
+def cpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
+    w_q, w_s = quantize_weight(torch.randn(n, k) * 0.05, (128, 128), torch.float8_e4m3fn)
+    x_q, x_s = quantize_activation(torch.randn(m, k), 128, torch.float8_e4m3fn)
+    rocm_fp8.register_backend(_NoopBackend(torch.empty(m, n, dtype=torch.bfloat16)), replace=True)
+    a = torch.ones(4)
+    paths: dict[str, Callable] = {
+        "torch add": lambda: a + a,
+        "op fp8-in bench-noop": lambda: rocm_fp8.w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s,
+                                                                       backend="bench-noop"),
+    }
     try:
-        res["auto_choice"] = rocm_fp8.explain(n=n, k=k, m=m).backend
+        layer = rocm_fp8.Fp8BlockLinear.from_checkpoint(w_q, w_s, None, out_dtype=torch.bfloat16,
+                                                        backend="bench-noop")
+        layer.plan([m], input_dtype=x_q.dtype)
+        paths["module fp8-in bench-noop"] = lambda: layer(x_q, x_s)
     except Exception as exc:  # noqa: BLE001
-        res["auto_choice"] = f"{type(exc).__name__}: {exc}"
-    d = res.get("direct_launch", {}).get("host_us")
-    for name in ("checked_launcher", "api_triton", "api_auto"):
-        if d and "host_us" in res.get(name, {}):
-            res[name]["host_overhead_us"] = res[name]["host_us"] - d
-            res[name]["gpu_overhead_us"] = res[name]["gpu_us"] - res["direct_launch"]["gpu_us"]
-    return res
+        paths["module fp8-in bench-noop"] = _raiser(exc)
+    return paths
+
+
+def targets(results: dict[str, dict], on_gpu: bool) -> dict[str, dict]:
+    """The issue's targets, each {"limit": ..., "value": ..., "met": bool}, from host times."""
+    host = {name: r["host_us"] for name, r in results.items() if "host_us" in r}
+    out: dict[str, dict] = {}
+
+    def mark(label: str, value: Optional[float], ref: Optional[float], factor: float) -> None:
+        if value is None or ref is None:
+            return
+        out[label] = {"ratio": value / ref, "limit": factor, "met": value <= factor * ref}
+
+    if not on_gpu:
+        mark("op <= 2x torch add", host.get("op fp8-in bench-noop"), host.get("torch add"), 2.0)
+        mark("module <= op", host.get("module fp8-in bench-noop"), host.get("op fp8-in bench-noop"), 1.0)
+        return out
+    noop, matmul = host.get("triton no-op launch"), host.get("torch.matmul bf16")
+    for name, value in host.items():
+        if name.startswith("op fp8-in"):
+            mark(f"{name} <= 2x no-op launch", value, noop, 2.0)
+        elif name.startswith("op bf16-in"):
+            mark(f"{name} <= 3x no-op launch", value, noop, 3.0)
+            mark(f"{name} <= 1.5x torch.matmul bf16", value, matmul, 1.5)
+    mark("module bf16-in auto <= op bf16-in auto", host.get("module bf16-in auto"), host.get("op bf16-in auto"), 1.0)
+    mark("module fp8-in auto <= op fp8-in auto", host.get("module fp8-in auto"), host.get("op fp8-in auto"), 1.0)
+    return out
+
+
+def measure(m: int, n: int, k: int, on_gpu: bool, calls: int, runs: int) -> dict:
+    paths = gpu_paths(m, n, k) if on_gpu else cpu_paths(m, n, k)
+    results: dict[str, dict] = {}
+    for name, fn in paths.items():
+        try:
+            fn()
+            _sync(on_gpu)
+            r = {"host_us": host_us(fn, calls, runs, on_gpu)}
+            if on_gpu:
+                r.update(graph_us(fn))
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
+            _sync(on_gpu)
+            r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        results[name] = r
+    base = {key: results.get(key, {}).get("host_us") for key in ("triton no-op launch", "torch add")}
+    for r in results.values():
+        if "host_us" in r:
+            if base["triton no-op launch"]:
+                r["x_noop_launch"] = r["host_us"] / base["triton no-op launch"]
+            if base["torch add"]:
+                r["x_torch_add"] = r["host_us"] / base["torch add"]
+    return {"m": m, "n": n, "k": k, "paths": results, "targets": targets(results, on_gpu)}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Host cost per call: {report['device']}", "",
+             f"torch {report['versions']['torch']}, triton {report['versions']['triton']}, "
+             f"{report['calls']} calls x {report['runs']} runs (min), enqueue time, no graph; "
+             "GPU time per call under CUDA-graph replay.", ""]
+    for shape in report["results"]:
+        lines += [f"## M={shape['m']}, N={shape['n']}, K={shape['k']}", "",
+                  "| path | host us | x no-op launch | x torch add | GPU us (graph) |", "|---|---|---|---|---|"]
+        for name, r in shape["paths"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:120]} | | | |")
+                continue
+
+            def f(key, fmt="{:.2f}"):
+                return fmt.format(r[key]) if key in r else "-"
+
+            gpu = f("gpu_us") if "gpu_us" in r else ("capture failed" if "graph_error" in r else "-")
+            lines.append(f"| {name} | {f('host_us')} | {f('x_noop_launch')} | {f('x_torch_add')} | {gpu} |")
+        lines += ["", "| target | ratio | met |", "|---|---|---|"]
+        for label, t in shape["targets"].items():
+            lines.append(f"| {label} | {t['ratio']:.2f} | {'met' if t['met'] else 'NOT met'} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--runs", type=int, default=5)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench/overhead.py: no GPU is visible", file=sys.stderr)
-        return 2
-    device = torch.cuda.get_device_name()
-    results = [measure(768, 3072, 1), measure(2112, 7168, 16), measure(4096, 7168, 1024)]
-    out = {"device": device, "versions": versions(), "results": results}
+    on_gpu = torch.cuda.is_available()
+    device = torch.cuda.get_device_name() if on_gpu else "cpu"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001
+        triton_version = None
+    report = {"device": device, "versions": {"torch": torch.__version__, "triton": triton_version,
+                                             "cuda": torch.version.cuda, "hip": torch.version.hip,
+                                             "date": time.strftime("%Y-%m-%d")},
+              "calls": args.calls, "runs": args.runs,
+              "results": [measure(m, n, k, on_gpu, args.calls, args.runs) for m, n, k in SHAPES]}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"overhead-{kernel_configs.slug(device)}.json"
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    for r in results:
-        print(f"N={r['n']} K={r['k']} M={r['m']}:")
-        for name in ("direct_launch", "checked_launcher", "api_triton", "api_auto"):
-            v = r.get(name, {})
-            if "error" in v:
-                print(f"  {name}: ERROR {v['error']}")
-            else:
-                print(f"  {name}: host {v['host_us']:.2f} us/call (+{v.get('host_overhead_us', 0):.2f}), "
-                      f"GPU {v['gpu_us']:.2f} us (+{v.get('gpu_overhead_us', 0):.2f}) {v.get('graph', '')}")
+    stem = args.out / f"overhead-{kernel_configs.slug(device)}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    stem.with_suffix(".md").write_text(text + "\n")
+    print(text)
     return 0
 
 

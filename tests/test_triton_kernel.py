@@ -169,6 +169,56 @@ def test_catches_a_wrong_scale(kernel):
         check_close(y, ref, torch.float16)
 
 
+# -- bound launcher (one layer, one M bucket) ---------------------------------------------------------
+
+BOUND_CONFIGS = [dict(block_m=16, block_n=64, split_k=2), dict(block_m=16, block_n=128, persistent=True),
+                 dict(block_m=16, block_n=64, frame=True)]
+
+
+@pytest.mark.parametrize("cfg", BOUND_CONFIGS, ids=["split-k", "persistent", "frame"])
+def test_bound_gemm_matches_blockscale_gemm(kernel, cfg):
+    """Several M of one bucket through one BoundGemm; K = 256 + 80 ends in a partial group. Under the
+    interpreter there is no compiled kernel to warm, so every call takes the JIT launch."""
+    config = kernel.KernelConfig(**cfg)
+    _, _, w_q, w_s = make_operands(1, 200, 336, FN, seed=21)
+    bound = kernel.BoundGemm(w_q, w_s, torch.bfloat16, config)
+    for m in (16, 9, 13):
+        x_q, x_s, _, _ = make_operands(m, 200, 336, FN, seed=m)
+        y = bound(x_q, x_s)
+        assert y.shape == (m, 200) and y.dtype == torch.bfloat16
+        assert torch.equal(y, kernel.blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=config))
+        check_close(y, reference_linear(x_q, x_s, w_q, w_s), torch.bfloat16)
+    assert not bound.warmed
+    assert bound(x_q[:0], x_s[:0]).shape == (0, 200)
+
+
+def test_backend_bind_and_run_share_the_bound_call(kernel):
+    from rocm_fp8.backends.triton import TritonBackend
+
+    b = TritonBackend()
+    x_q, x_s, w_q, w_s = make_operands(7, 136, 256, FN, seed=4, scale_layout="mcontig")
+    prepared = b.prepare_weight(w_q, w_s)
+    run = b.bind(prepared, torch.float16, 8)
+    y = run(x_q, x_s)
+    check_close(y, reference_linear(x_q, x_s, w_q, w_s), torch.float16)
+    assert torch.equal(b.run(x_q, x_s, prepared, torch.float16), y)
+    assert ("bound", torch.float16, 8) in prepared.extra  # run() binds once per (out dtype, bucket)
+
+
+def test_fast_launch_gates():
+    """The direct launch is off under the interpreter and while any launch hook is installed."""
+    from rocm_fp8.kernels import fast_launch
+
+    class Chain:  # the shape of Triton >= 3.7's HookChain
+        def __init__(self, calls):
+            self.calls = calls
+
+    assert fast_launch._hook_idle(None) and fast_launch._hook_idle(Chain([]))
+    assert not fast_launch._hook_idle(Chain([print])) and not fast_launch._hook_idle(print)
+    assert fast_launch.warm(None) is None
+    assert fast_launch.fast_launch_supported() is (not INTERPRETED and fast_launch._runtime_knobs() is not None)
+
+
 # -- input checks ------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,20 @@ MIN_M = 4
 #: and M is rounded up to a multiple of this (measured: cuBLASLt refuses other M)
 ALIGN_M = 4
 
+_QUANT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
+_quant_module = False  # not looked up yet; None: triton is not importable
+
+
+def _triton_quant():
+    global _quant_module
+    if _quant_module is False:
+        try:
+            from rocm_fp8.kernels import quant_fp8
+        except ImportError:
+            quant_fp8 = None
+        _quant_module = quant_fp8
+    return _quant_module
+
 
 def _api():
     """The scaled-mm entry point of this torch: ("private", fn), ("functional", fn) or None."""
@@ -94,6 +108,22 @@ class TorchScaledMMBackend(Backend):
             w, weight_scale = wp, sp
         # cuBLASLt reads B column-major [K, N] and its scales as [K/128, N/128].
         return PreparedWeight(self.name, w, weight_scale, n, k, extra={"b": w.t(), "scale_b": weight_scale.t()})
+
+    def quantize_input(self, x, fp8_dtype, group_size: int = 128):
+        """On CUDA tensors, the fused Triton quant kernel writing the scale M-contiguous (strides (1, M)),
+        the layout cuBLASLt reads, so no transposing copy follows; torch's ops otherwise."""
+        if (x.device.type == "cuda" and x.dtype in _QUANT_INPUTS and x.dim() == 2 and group_size == 128
+                and _triton_quant() is not None):
+            return _triton_quant().quantize_fp8(x, fp8_dtype, group_size, "col", check=False)
+        return super().quantize_input(x, fp8_dtype, group_size)
+
+    def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
+        b, scale_b, api = prepared.extra["b"], prepared.extra["scale_b"], self._api
+
+        def run(x_q, x_scale):
+            return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)
+
+        return run
 
     def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
         return scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype,

@@ -8,7 +8,10 @@ Runs on any GPU Triton targets (the fallback everywhere on AMD; e4m3fnuz on gfx9
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Optional
+
+import torch
 
 from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
@@ -25,7 +28,6 @@ class TritonBackend(Backend):
     def __init__(self) -> None:
         # (n, k, m bucket) -> KernelConfig; the hot path reads only this dict.
         self._configs: dict[tuple[int, int, int], object] = {}
-        self._kernel = None
 
     # -- can it run here ------------------------------------------------------------------------
     def available(self, toolchain):
@@ -97,16 +99,46 @@ class TritonBackend(Backend):
         w = weight if weight.stride(-1) == 1 else weight.contiguous()
         return PreparedWeight(self.name, w, weight_scale, w.shape[0], w.shape[1])
 
-    # -- hot path -----------------------------------------------------------------------------------
-    def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
-        if self._kernel is None:
-            from rocm_fp8.kernels import triton_blockscale
+    # -- once per (layer, M bucket) -------------------------------------------------------------------
+    def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
+        """``run(x_q, x_scale) -> y`` for any M in the bucket: config, grid, constexprs and the weight's
+        arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm)."""
+        from rocm_fp8.kernels.triton_blockscale import BoundGemm
 
-            self._kernel = triton_blockscale
-        if x_q.stride(-1) != 1:
-            x_q = x_q.contiguous()
-        cfg = self.config_for(x_q.shape[0], prepared.n, prepared.k)
-        # rocm_fp8.ops.check_args has validated shapes, dtypes and devices; skip the launcher's checks
-        # (they cost ~20 us of host time per call on the H100 host).
-        return self._kernel.blockscale_gemm(x_q, x_scale, prepared.weight, prepared.weight_scale,
-                                            out_dtype, config=cfg, check=False)
+        cfg = self.config_for(m_bucket, prepared.n, prepared.k)
+        return BoundGemm(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+
+    # -- hot path -----------------------------------------------------------------------------------
+    def quantize_input(self, x, fp8_dtype, group_size: int = 128):
+        """The fused Triton quant kernel on GPU tensors (and on CPU ones under TRITON_INTERPRET=1),
+        bit for bit what rocm_fp8.quant.quantize_activation computes; torch's ops otherwise."""
+        if x.dtype in _QUANT_INPUTS and x.dim() == 2 and group_size == 128 and (
+                x.device.type != "cpu" or _interpreting()):
+            return _quant().quantize_fp8(x, fp8_dtype, group_size, "row", check=False)
+        return super().quantize_input(x, fp8_dtype, group_size)
+
+    def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
+        # rocm_fp8.ops.check_args has validated shapes, dtypes and devices; the bound call does not
+        # check again (the launcher's checks cost ~20 us of host time per call on the H100 host).
+        key = ("bound", out_dtype, bucket(x_q.shape[0]))
+        bound = prepared.extra.get(key)
+        if bound is None:
+            bound = prepared.extra[key] = self.bind(prepared, out_dtype, key[2])
+        return bound(x_q, x_scale)
+
+
+_QUANT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
+_quant_module = None
+
+
+def _quant():
+    global _quant_module
+    if _quant_module is None:
+        from rocm_fp8.kernels import quant_fp8
+
+        _quant_module = quant_fp8
+    return _quant_module
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

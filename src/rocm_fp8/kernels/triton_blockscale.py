@@ -206,7 +206,8 @@ def _blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
               FRAME)
 
 
-@triton.jit
+# M is not specialized so that one compiled reduction serves every M of a bound layer (see BoundGemm).
+@triton.jit(do_not_specialize=["M"])
 def _splitk_reduce(ws_ptr, c_ptr, M, N, stride_cm, stride_cn,
                    SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -398,13 +399,18 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
 
     Returns Triton's handle of the main kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
     """
+    return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)[0]
+
+
+def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
+    """:func:`launch` through Triton's JIT; returns the compiled (GEMM, split-K reduction or None)."""
     m, k = x_q.shape
     n = w_q.shape[0]
     dev = x_q.device
     bm, bn = cfg.block_m, cfg.block_n
-    k_blocks = triton.cdiv(k, GROUP_K)
+    k_blocks = _cdiv(k, GROUP_K)
     split = max(1, min(cfg.split_k, k_blocks))
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split
+    tiles = _cdiv(m, bm) * _cdiv(n, bn) * split
     if cfg.persistent:
         programs = min(tiles, num_sms(dev) * cfg.programs_per_sm)
     else:
@@ -415,7 +421,8 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
     use_tma = cfg.tma and k % GROUP_K == 0 and tma_supported(dev)
     if use_tma:
         a_arg = _TensorDescriptor(x_q, [m, k], [x_q.stride(0), 1], [bm, GROUP_K])
-        b_arg = _TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [bn, GROUP_K])
+        if b_arg is None:
+            b_arg = _TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [bn, GROUP_K])
     else:
         a_arg, b_arg = x_q, w_q
     compiled = _blockscale_gemm_kernel[(programs,)](
@@ -429,8 +436,149 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
         SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
         **_compiler_options(cfg, dev),
     )
+    reduce = None
     if split > 1:
-        block = 1024
-        _splitk_reduce[(triton.cdiv(m * n, block),)](
-            ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=block, num_warps=4)
-    return compiled
+        reduce = _splitk_reduce[(_cdiv(m * n, _REDUCE_BLOCK),)](
+            ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=_REDUCE_BLOCK, num_warps=4)
+    return compiled, reduce
+
+
+_REDUCE_BLOCK = 1024
+
+
+# Split-K partial sums of the direct launches: one fp32 buffer per (device, stream), grown to the
+# largest need and shared by every bound layer (like a BLAS workspace). Calls on one stream run in
+# order, so they never overlap; two streams get two buffers. Inside a CUDA/HIP-graph capture a fresh
+# tensor is taken instead (from the graph's pool), so no graph shares scratch with eager calls.
+_scratch: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _splitk_scratch(numel: int, dev_index: int, stream: int, device: torch.device) -> torch.Tensor:
+    if torch.cuda.is_current_stream_capturing():
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    buf = _scratch.get((dev_index, stream))
+    if buf is None or buf.numel() < numel:
+        buf = _scratch[(dev_index, stream)] = torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
+    return buf
+
+
+def _cdiv(a: int, b: int) -> int:
+    # plain arithmetic: triton.cdiv is a constexpr function whose call costs microseconds of host time
+    return -(-a // b)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# Bound launch: one weight, one output dtype, one config (a layer's M bucket)
+# ------------------------------------------------------------------------------------------------
+
+
+class BoundGemm:
+    """``run(x_q [M, K], x_scale [M, ceil(K/128)]) -> y [M, N]`` for one weight, out dtype and config.
+
+    Everything except M is settled here, once: the config, the split-K factor, the grid as a
+    function of M, the constexprs and compiler options, the weight's strides and (TMA) descriptor.
+    The split-K partial sums go to a per-stream scratch buffer (``_splitk_scratch``), or to a fresh
+    tensor from the graph's pool while a CUDA/HIP graph is being captured.
+
+    The first call whose activation is canonical (rows of exactly K elements, x_q and x_scale
+    16-byte aligned) launches through Triton's JIT and keeps the compiled kernels; later canonical
+    calls launch them directly (:mod:`rocm_fp8.kernels.fast_launch`), since M and the scale strides
+    are not specialized and everything else is fixed. Any other activation, the interpreter, a
+    Triton without the fast path, or an installed launch hook take the JIT launch. The operands
+    must satisfy :func:`check_inputs`, which is not repeated (the dispatcher checks once per layer).
+    """
+
+    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype,
+                 config: KernelConfig) -> None:
+        from rocm_fp8.kernels import fast_launch
+
+        n, k = w_q.shape
+        dev = w_q.device
+        cfg = config
+        self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, cfg
+        self.n, self.k, self.device = n, k, dev
+        self.split = max(1, min(cfg.split_k, _cdiv(k, GROUP_K)))
+        self._tiles_n = _cdiv(n, cfg.block_n) * self.split
+        self._max_programs = num_sms(dev) * cfg.programs_per_sm if cfg.persistent else None
+        even_k = k % GROUP_K == 0
+        self._use_tma = cfg.tma and even_k and tma_supported(dev)
+        self._b_desc = (_TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [cfg.block_n, GROUP_K])
+                        if self._use_tma else None)
+        self._b_arg = self._b_desc if self._use_tma else w_q.data_ptr()
+        self._w_scale_ptr = w_scale.data_ptr()
+        self._block_m = cfg.block_m
+        # launch arguments after M (N, K and every stride but the activation scale's) and after
+        # NUM_PROGRAMS (the constexprs), in the kernel's parameter order
+        self._nk_strides = (n, k, k, 1, w_q.stride(0), w_q.stride(1), n, 1)
+        self._w_scale_strides = (w_scale.stride(0), w_scale.stride(1))
+        self._constexprs = (cfg.block_m, cfg.block_n, GROUP_K, cfg.group_m, self.split, even_k, self._use_tma,
+                            cfg.persistent, GROUP_N, cfg.frame)
+        self._hooks_idle = fast_launch.hooks_idle
+        self._stream = fast_launch.stream_getter() if dev.type == "cuda" else None
+        self._warm = fast_launch.warm
+        self._can_warm = dev.type == "cuda" and fast_launch.fast_launch_supported()
+        self._dev_index = dev.index if dev.index is not None else 0
+        self._gemm = None    # WarmKernel of the GEMM, once warmed
+        self._reduce = None  # WarmKernel of the split-K reduction, once warmed
+
+    @property
+    def warmed(self) -> bool:
+        """Whether calls now take the direct launch (False under the interpreter)."""
+        return self._gemm is not None and (self.split == 1 or self._reduce is not None)
+
+    def programs(self, m: int) -> int:
+        """The grid for M rows (what the direct launch computes inline)."""
+        tiles = _cdiv(m, self._block_m) * self._tiles_n
+        return tiles if self._max_programs is None else min(tiles, self._max_programs)
+
+    def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        gemm = self._gemm
+        if gemm is not None:
+            m = x_q.shape[0]
+            xp, sp = x_q.data_ptr(), x_scale.data_ptr()
+            if m and not (xp | sp) & 15 and x_q.is_contiguous() and self._hooks_idle():
+                # pointers go as ints (the launcher would call data_ptr() again); the weight's are bound
+                n = self.n
+                out = torch.empty((m, n), dtype=self.out_dtype, device=self.device)
+                programs = -(-m // self._block_m) * self._tiles_n
+                if self._max_programs is not None and programs > self._max_programs:
+                    programs = self._max_programs
+                stream = self._stream(self._dev_index)
+                a_arg = (_TensorDescriptor(x_q, [m, self.k], [self.k, 1], [self._block_m, GROUP_K])
+                         if self._use_tma else xp)
+                ss = x_scale.stride()
+                if self.split == 1:
+                    gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, out, m,
+                         *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                    return out
+                ws = _splitk_scratch(self.split * m * n, self._dev_index, stream, self.device)
+                gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, m,
+                     *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                self._reduce(-(-m * n // _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, self.split, _REDUCE_BLOCK)
+                return out
+        return self._jit(x_q.shape[0], x_q, x_scale)
+
+    def _jit(self, m: int, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.device)
+        if m == 0:
+            return out
+        if x_q.stride(-1) != 1:
+            x_q = x_q.contiguous()
+        gemm, reduce = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config,
+                                   b_arg=self._b_desc)
+        canonical = x_q.stride(0) == self.k and not x_q.data_ptr() & 15 and not x_scale.data_ptr() & 15
+        if self._gemm is None and self._can_warm and canonical:
+            warm_gemm = self._warm(gemm)
+            warm_reduce = self._warm(reduce) if self.split > 1 else None
+            if warm_gemm is not None and (self.split == 1 or warm_reduce is not None):
+                self._gemm, self._reduce = warm_gemm, warm_reduce
+        return out
+
+
+def bind_gemm(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16,
+              config: Optional[KernelConfig] = None, m_hint: int = 1) -> BoundGemm:
+    """A :class:`BoundGemm` for one weight; ``config`` None picks :func:`default_config` for ``m_hint``."""
+    n, k = w_q.shape
+    cfg = config if config is not None else default_config(m_hint, n, k)
+    return BoundGemm(w_q, w_scale, out_dtype, cfg)
