@@ -151,7 +151,7 @@ def standins(c, rocm=None, prefix=None):
           "--allow-fixture --no-prebuild")
 
 
-# ---- test matrix (issue 6) -----------------------------------------------------------------
+# ---- test matrix ---------------------------------------------------------------------------
 
 
 @task(iterable=["rocm", "arch", "suite"], help={

@@ -1,7 +1,7 @@
 """The selection table over hypothetical toolchains: sglang PR #27111 plus the known defects.
 
 No GPU is needed: decisions are a pure function of (toolchain, problem, evidence), so each row of
-the PR's table and each defect of FACTS.md section 2 is checked for machines we do not have.
+the PR's table and each defect of docs/reference.md section 2 is checked for machines we do not have.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _fresh_toolchain():
     ("7.0.0", (7, 0, 51831), "7.0.51831-a2e4e0c4", "20.0.0git", (7, 0, 0)),
     ("7.0.2", (7, 0, 51831), "7.0.51831-7c9236b16", "20.0.0git", (7, 0, 2)),
     ("7.2.0", (7, 2, 26015), "7.2.26015-fc0010cf6a", "22.0.0git", (7, 2, 0)),
-    ("7.2.1", (7, 2, 53211), "7.2.53211-e1a6bc5663", None, (7, 2, 1)),  # FACTS elides its clang prefix
+    ("7.2.1", (7, 2, 53211), "7.2.53211-e1a6bc5663", None, (7, 2, 1)),  # reference.md s.3 elides its clang prefix
     ("7.2.4", (7, 2, 53211), "7.2.53211-97f5574fe2", "22.0.0git", (7, 2, 4)),
 ])
 def test_hipcc_version_real_strings(release, hip, hip_str, clang, roc):

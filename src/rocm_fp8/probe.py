@@ -54,7 +54,7 @@ from rocm_fp8 import probe_report as pr
 if TYPE_CHECKING:  # pragma: no cover
     from rocm_fp8.toolchain import Toolchain
 
-#: (N, K) per preset, from FACTS.md section 7
+#: (N, K) per preset, from docs/reference.md section 7
 PRESETS: dict[str, list[tuple[int, int]]] = {
     "minimax-m2.5-tp4": [(2048, 3072), (3072, 1536), (768, 3072), (3072, 384)],
     "minimax-m2.5-ep": [(3072, 3072), (3072, 1536)],

@@ -199,7 +199,7 @@ def read_file_from_image(client: docker.DockerClient, image: str, path: str) -> 
 
 
 def amd_device_options(render_nodes: Optional[Iterable[str]] = None) -> dict:
-    """``containers.create`` options that give a container the host's AMD GPUs (FACTS.md section 6).
+    """``containers.create`` options that give a container the host's AMD GPUs (docs/reference.md section 6).
 
     ``render_nodes`` pins specific GPUs (e.g. ``["/dev/dri/renderD128"]``); by default all of the
     host's render nodes.  Groups are added by numeric id, because the names inside the image need

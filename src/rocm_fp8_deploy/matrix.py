@@ -12,7 +12,7 @@ checks what the container sees (a GPU suite with no GPU visible stops there), th
 ``--junitxml`` into the output directory.  The verdict comes from the XML, and the exit code may
 only make it worse: a cell passes only when its XML exists, shows at least one passed test and no
 failure or error, and the container exited normally.  Exit codes of GPU processes are known to lie
-(FACTS.md section 6), and a test run that saw no GPU must not look green.
+(docs/reference.md section 6), and a test run that saw no GPU must not look green.
 """
 
 from __future__ import annotations
