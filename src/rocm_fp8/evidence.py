@@ -3,7 +3,8 @@
 An evidence source answers, for a backend on a toolchain and a problem, whether the backend is
 known (ledger) or measured (probe) to be safe at that M. It returns ``None`` when it has no
 opinion. The policy asks the sources in order and the first opinion wins, so probe evidence
-measured on this very image goes before the ledger's prior.
+measured on this very image goes before the ledger's prior (the dispatcher wires them in that
+order: ``rocm_fp8.dispatch.default_sources``).
 """
 
 from __future__ import annotations
@@ -46,21 +47,3 @@ def consult(sources: Sequence[EvidenceSource], backend: str, problem: "Problem",
         if v is not None:
             return v
     return None
-
-
-def default_sources(toolchain: "Toolchain") -> list[EvidenceSource]:
-    """Probe reports for this toolchain first, then the known-issues ledger (its prior)."""
-    sources: list[EvidenceSource] = []
-    try:
-        from rocm_fp8 import probe_report
-
-        sources.extend(probe_report.sources_for(toolchain))
-    except ImportError:
-        pass
-    try:
-        from rocm_fp8 import ledger
-
-        sources.append(ledger.default_ledger())
-    except ImportError:
-        pass
-    return sources
