@@ -59,6 +59,23 @@ def image_exists(client: docker.DockerClient, reference: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ImageConfig:
+    """What ``docker inspect`` says about a local image, in the few fields we read."""
+
+    id: str
+    labels: dict[str, str]
+    env: dict[str, str]
+
+
+def image_config(client: docker.DockerClient, reference: str) -> ImageConfig:
+    """The id, labels and environment of a local image. Raises docker's ImageNotFound when absent."""
+    info = client.api.inspect_image(reference)
+    config = info.get("Config") or {}
+    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    return ImageConfig(id=info.get("Id", ""), labels=dict(config.get("Labels") or {}), env=env)
+
+
 def ensure_image(client: docker.DockerClient, reference: str, *, pull: bool = True,
                  log: Callable[[str], None] = print, what: str = "base image") -> None:
     """Make sure ``reference`` is in the local image store, pulling it when allowed.

@@ -1,45 +1,26 @@
-"""The test matrix: every flavour's image x every suite, each cell in its own container.
-
-    load_matrix(path)       ci/matrix.toml -> Matrix (validated; errors name the key and the fix)
-    plan(matrix, ...)       -> [Cell] for the requested --rocm/--arch/--suite
-    host_gpus(vendor)       the host's GPUs (AMD via the KFD topology, NVIDIA via its device nodes)
-    run_matrix(...)         runs the cells (in parallel on disjoint GPUs), judges each from its files
-    judge(...)              pure: one cell's verdict from what its container left behind
-
-A cell's container gets the checkout's tests/ read-only, the host's pytest (copied into a tools
-directory, so images need not carry pytest), and an output directory.  ``cell_runner.py`` inside
-checks what the container sees (a GPU suite with no GPU visible stops there), then runs pytest with
-``--junitxml`` into the output directory.  The verdict comes from the XML, and the exit code may
-only make it worse: a cell passes only when its XML exists, shows at least one passed test and no
-failure or error, and the container exited normally.  Exit codes of GPU processes are known to lie
-(docs/reference.md section 6), and a test run that saw no GPU must not look green.
-"""
+"""Running: each cell in its own container with the checkout's tests, the host's pytest and an
+output directory; cells run in parallel on disjoint GPUs; then the report."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 import shutil
-import signal
 import tempfile
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
 
 from rocm_fp8_deploy.errors import DeployError
-
-try:
-    import tomllib
-except ImportError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-from rocm_fp8_deploy.flavours import DEFAULT_REPOSITORY, KNOWN_ARCHS
+from rocm_fp8_deploy.matrix.gpus import GpuPool, HostGpu, gpu_run_options, host_gpus, select_gpus
+from rocm_fp8_deploy.matrix.planning import Cell
+from rocm_fp8_deploy.matrix.spec import FlavourSpec, Matrix, Suite
+from rocm_fp8_deploy.matrix.verdicts import CellResult, Counts, judge, parse_junit
 
 Log = Callable[[str], None]
 
@@ -57,464 +38,6 @@ PYTEST_DISTRIBUTIONS = ("pytest", "pluggy", "iniconfig", "packaging", "pygments"
 #: markers registered inside the cells (the checkout's pyproject is not mounted)
 MARKERS = ("gpu", "docker", "slow", "bench")
 LOG_TAIL_LINES = 40
-
-
-# ---------------------------------------------------------------------------------------------
-# The matrix file
-
-
-@dataclass(frozen=True)
-class FlavourSpec:
-    rocm: str
-    arch: str
-    image: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.rocm}-{self.arch}"
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    gpu: bool
-    gpus: int
-    paths: tuple[str, ...]
-    ignore: tuple[str, ...]
-    markers: str
-    timeout: float
-    env: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass
-class Matrix:
-    path: Path
-    tests: Path
-    shm_size: str
-    flavours: list[FlavourSpec]
-    suites: dict[str, Suite]
-    presets: list[str] = field(default_factory=list)
-    explain_m: list[int] = field(default_factory=list)
-
-
-def _fail(path: Path, where: str, message: str) -> DeployError:
-    return DeployError(f"{path}: {where}: {message}")
-
-
-def _get(table: dict, key: str, kind, path: Path, where: str, default=None, required: bool = False):
-    if key not in table:
-        if required:
-            raise _fail(path, where, f"missing required key {key!r}")
-        return default
-    value = table[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise _fail(path, f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r}")
-    if not isinstance(value, kinds):
-        raise _fail(path, f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r}")
-    return value
-
-
-def _kind_name(kind) -> str:
-    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list",
-             dict: "a table"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _str_list(table: dict, key: str, path: Path, where: str, default=()) -> tuple[str, ...]:
-    value = _get(table, key, list, path, where, default=list(default))
-    if not all(isinstance(v, str) and v for v in value):
-        raise _fail(path, f"{where}.{key}", f"expected a list of non-empty strings, got {value!r}")
-    return tuple(value)
-
-
-def _positive(value, path: Path, where: str) -> float:
-    if value is None or value <= 0:
-        raise _fail(path, where, f"expected a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-_KNOWN = {
-    "top": {"defaults", "report", "flavours", "suites"},
-    "defaults": {"repository", "tests", "shm_size", "timeout"},
-    "report": {"presets", "explain_m"},
-    "flavour": {"rocm", "arch", "image"},
-    "suite": {"description", "gpu", "gpus", "paths", "ignore", "markers", "timeout", "env"},
-}
-
-
-def _unknown(table: dict, known: set, path: Path, where: str) -> None:
-    extra = sorted(set(table) - known)
-    if extra:
-        raise _fail(path, where, f"unknown key(s) {', '.join(map(repr, extra))}; known: {', '.join(sorted(known))}")
-
-
-def load_matrix(path: str | os.PathLike, repository: Optional[str] = None) -> Matrix:
-    """Read and validate a matrix file; every refusal names the file, the key and what was expected.
-
-    ``repository`` overrides ``defaults.repository`` (like ``invoke build --repo``) for flavours
-    that do not name their image.
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise DeployError(f"matrix file {path} does not exist (the default is ci/matrix.toml in the checkout; "
-                          "pass --matrix PATH)")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise DeployError(f"{path}: not valid TOML: {exc}") from None
-    _unknown(data, _KNOWN["top"], path, "top level")
-    defaults = _get(data, "defaults", dict, path, "top level", default={})
-    _unknown(defaults, _KNOWN["defaults"], path, "[defaults]")
-    repository = repository or _get(defaults, "repository", str, path, "defaults", default=DEFAULT_REPOSITORY)
-    tests = (path.parent / _get(defaults, "tests", str, path, "defaults", default="../tests")).resolve()
-    if not tests.is_dir():
-        raise _fail(path, "defaults.tests", f"tests directory {tests} does not exist")
-    shm_size = _get(defaults, "shm_size", str, path, "defaults", default="16g")
-    if not re.fullmatch(r"\d+[bkmg]?", shm_size):
-        raise _fail(path, "defaults.shm_size", f"expected a size such as '16g', got {shm_size!r}")
-    default_timeout = _positive(_get(defaults, "timeout", (int, float), path, "defaults", default=1800),
-                                path, "defaults.timeout")
-
-    report = _get(data, "report", dict, path, "top level", default={})
-    _unknown(report, _KNOWN["report"], path, "[report]")
-    presets = list(_str_list(report, "presets", path, "report"))
-    explain_m = _get(report, "explain_m", list, path, "report", default=[16, 1024, 8192])
-    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in explain_m):
-        raise _fail(path, "report.explain_m", f"expected a list of positive integers, got {explain_m!r}")
-
-    flavours = []
-    raw_flavours = _get(data, "flavours", list, path, "top level", required=True)
-    if not raw_flavours:
-        raise _fail(path, "flavours", "expected at least one [[flavours]] entry")
-    for i, f in enumerate(raw_flavours):
-        where = f"flavours[{i}]"
-        if not isinstance(f, dict):
-            raise _fail(path, where, f"expected a table, got {f!r}")
-        _unknown(f, _KNOWN["flavour"], path, where)
-        rocm = _get(f, "rocm", str, path, where, required=True)
-        arch = _get(f, "arch", str, path, where, required=True)
-        if not re.fullmatch(r"\d+\.\d+", rocm):
-            raise _fail(path, f"{where}.rocm", f"expected a release line such as '7.2', got {rocm!r}")
-        if arch not in KNOWN_ARCHS:
-            raise _fail(path, f"{where}.arch", f"unknown arch {arch!r}; known: {', '.join(KNOWN_ARCHS)}")
-        image = _get(f, "image", str, path, where, default=f"{repository}:{rocm}-{arch}")
-        spec = FlavourSpec(rocm=rocm, arch=arch, image=image)
-        if any(o.name == spec.name for o in flavours):
-            raise _fail(path, where, f"flavour {spec.name} is listed twice")
-        flavours.append(spec)
-
-    suites = {}
-    raw_suites = _get(data, "suites", dict, path, "top level", required=True)
-    if not raw_suites:
-        raise _fail(path, "suites", "expected at least one [suites.NAME] table")
-    for name, s in raw_suites.items():
-        where = f"suites.{name}"
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-            raise _fail(path, where, "suite names are lower-case letters, digits, '-' and '_'")
-        if not isinstance(s, dict):
-            raise _fail(path, where, f"expected a table, got {s!r}")
-        _unknown(s, _KNOWN["suite"], path, where)
-        gpu = _get(s, "gpu", bool, path, where, required=True)
-        gpus = _get(s, "gpus", int, path, where, default=1 if gpu else 0)
-        if gpu and gpus < 1:
-            raise _fail(path, f"{where}.gpus", f"a GPU suite needs at least 1 GPU per cell, got {gpus}")
-        if not gpu and gpus:
-            raise _fail(path, f"{where}.gpus", f"gpu = false but gpus = {gpus}; drop gpus or set gpu = true")
-        paths = _str_list(s, "paths", path, where, default=["."])
-        for p in paths:
-            if Path(p).is_absolute() or ".." in Path(p).parts:
-                raise _fail(path, f"{where}.paths", f"{p!r} must be relative to the tests directory, inside it")
-            if not (tests / p).exists():
-                raise _fail(path, f"{where}.paths", f"{p!r} does not exist under {tests}")
-        env = _get(s, "env", dict, path, where, default={})
-        for key, value in env.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or not isinstance(value, str):
-                raise _fail(path, f"{where}.env", f"expected NAME = \"string\" pairs, got {key!r} = {value!r}")
-        suites[name] = Suite(
-            name=name, description=_get(s, "description", str, path, where, default=""), gpu=gpu, gpus=gpus,
-            paths=paths, ignore=_str_list(s, "ignore", path, where),
-            markers=_get(s, "markers", str, path, where, default=""),
-            timeout=_positive(_get(s, "timeout", (int, float), path, where, default=default_timeout),
-                              path, f"{where}.timeout"),
-            env=tuple(sorted(env.items())))
-    return Matrix(path=path, tests=tests, shm_size=shm_size, flavours=flavours, suites=suites,
-                  presets=presets, explain_m=list(explain_m))
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning
-
-
-@dataclass(frozen=True)
-class Cell:
-    flavour: FlavourSpec
-    suite: Suite
-    skip_reason: Optional[str] = None   # set: reported as a skipped cell, nothing runs
-
-    @property
-    def name(self) -> str:
-        return f"{self.flavour.name}/{self.suite.name}"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.flavour.name}__{self.suite.name}"
-
-
-def plan(matrix: Matrix, rocm=(), arch=(), suites=(), cpu_only: bool = False) -> list[Cell]:
-    """The cells for the requested releases, archs and suites (all when none given), flavour-major."""
-    def pick(requested, known, what):
-        requested = list(dict.fromkeys(requested or ()))
-        unknown = [r for r in requested if r not in known]
-        if unknown:
-            raise DeployError(f"unknown {what} {', '.join(map(repr, unknown))} in {matrix.path}; "
-                              f"known: {', '.join(dict.fromkeys(known))}")
-        return requested
-
-    want_rocm = pick(rocm, [f.rocm for f in matrix.flavours], "--rocm")
-    want_arch = pick(arch, [f.arch for f in matrix.flavours], "--arch")
-    want_suites = pick(suites, list(matrix.suites), "--suite") or list(matrix.suites)
-    flavours = [f for f in matrix.flavours
-                if (not want_rocm or f.rocm in want_rocm) and (not want_arch or f.arch in want_arch)]
-    if not flavours:
-        raise DeployError(f"no flavour in {matrix.path} matches --rocm {want_rocm or 'any'} --arch "
-                          f"{want_arch or 'any'}; listed: {', '.join(f.name for f in matrix.flavours)}")
-    cells = []
-    for f in flavours:
-        for s in want_suites:
-            suite = matrix.suites[s]
-            skip = "--cpu-only: this suite needs a GPU" if cpu_only and suite.gpu else None
-            cells.append(Cell(f, suite, skip))
-    return cells
-
-
-def parse_gpus(text: Optional[str]) -> Optional[list[int]]:
-    """``"0,1,3"`` -> ``[0, 1, 3]``; None or empty -> None (all of the host's GPUs)."""
-    if text is None or str(text).strip() == "":
-        return None
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part.isdigit():
-            raise DeployError(f"--gpus {text!r}: expected comma-separated GPU indices such as 0,1,2")
-        if int(part) in out:
-            raise DeployError(f"--gpus {text!r}: GPU {part} is listed twice")
-        out.append(int(part))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The host's GPUs
-
-
-@dataclass(frozen=True)
-class HostGpu:
-    index: int
-    vendor: str                      # "amd" | "nvidia"
-    render_node: Optional[str] = None   # AMD: /dev/dri/renderD<minor>
-
-
-def amd_gpus(topology: str = "/sys/class/kfd/kfd/topology/nodes") -> list[HostGpu]:
-    """AMD GPUs in ROCm's enumeration order (KFD topology nodes with SIMDs, by node number).
-
-    Each one's ``drm_render_minor`` names its render node, which is what pins a GPU to a container.
-    """
-    gpus = []
-    nodes = sorted(glob.glob(os.path.join(topology, "*")), key=lambda p: int(os.path.basename(p))
-                   if os.path.basename(p).isdigit() else 1 << 30)
-    for node in nodes:
-        try:
-            props = dict(line.split(None, 1) for line in Path(node, "properties").read_text().splitlines()
-                         if len(line.split(None, 1)) == 2)
-        except OSError:
-            continue
-        if int(props.get("simd_count", "0").strip() or 0) <= 0:
-            continue  # a CPU node
-        minor = props.get("drm_render_minor", "").strip()
-        if not minor.isdigit():
-            continue
-        gpus.append(HostGpu(index=len(gpus), vendor="amd", render_node=f"/dev/dri/renderD{minor}"))
-    return gpus
-
-
-def nvidia_gpus(dev: str = "/dev") -> list[HostGpu]:
-    ids = sorted(int(m.group(1)) for p in glob.glob(os.path.join(dev, "nvidia*"))
-                 if (m := re.fullmatch(r"nvidia(\d+)", os.path.basename(p))))
-    return [HostGpu(index=i, vendor="nvidia") for i in ids]
-
-
-def host_gpus(vendor: str = "auto") -> list[HostGpu]:
-    """The host's GPUs.  ``auto``: AMD when /dev/kfd exists, else NVIDIA when its nodes exist, else none."""
-    if vendor not in ("auto", "amd", "nvidia"):
-        raise DeployError(f"--vendor {vendor!r}: expected auto, amd or nvidia")
-    if vendor in ("auto", "amd") and os.path.exists("/dev/kfd"):
-        return amd_gpus()
-    if vendor in ("auto", "nvidia"):
-        return nvidia_gpus()
-    return []
-
-
-def select_gpus(available: list[HostGpu], requested: Optional[list[int]]) -> list[HostGpu]:
-    if requested is None:
-        return list(available)
-    by_index = {g.index: g for g in available}
-    missing = [i for i in requested if i not in by_index]
-    if missing:
-        raise DeployError(f"--gpus names GPU {', '.join(map(str, missing))}, but this host has "
-                          f"{len(available)} GPU(s){' (' + ', '.join(str(g.index) for g in available) + ')' if available else ''}")
-    return [by_index[i] for i in requested]
-
-
-def gpu_run_options(gpus: list[HostGpu], shm_size: str) -> dict:
-    """``containers.create`` options that give a container exactly these GPUs (none: no devices)."""
-    from rocm_fp8_deploy.engine import amd_device_options
-
-    options: dict = {"shm_size": shm_size}
-    amd = [g for g in gpus if g.vendor == "amd"]
-    nvidia = [g for g in gpus if g.vendor == "nvidia"]
-    if amd:
-        options.update(amd_device_options([g.render_node for g in amd]))
-        options["shm_size"] = shm_size
-    if nvidia:
-        import docker
-
-        options["device_requests"] = [docker.types.DeviceRequest(
-            device_ids=[str(g.index) for g in nvidia], capabilities=[["gpu"]])]
-        options["security_opt"] = ["seccomp=unconfined"]
-    return options
-
-
-class GpuPool:
-    """Disjoint GPUs for concurrently running cells."""
-
-    def __init__(self, gpus: list[HostGpu]):
-        self.free = list(gpus)
-        self.total = len(gpus)
-        self.cond = threading.Condition()
-
-    def acquire(self, count: int) -> list[HostGpu]:
-        with self.cond:
-            self.cond.wait_for(lambda: len(self.free) >= count)
-            taken, self.free = self.free[:count], self.free[count:]
-            return taken
-
-    def release(self, gpus: list[HostGpu]) -> None:
-        with self.cond:
-            self.free.extend(gpus)
-            self.free.sort(key=lambda g: g.index)
-            self.cond.notify_all()
-
-
-# ---------------------------------------------------------------------------------------------
-# Verdicts
-
-
-@dataclass
-class Counts:
-    tests: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-    skipped: int = 0
-    failures: list[dict] = field(default_factory=list)     # {"test", "kind", "message"}
-    properties: dict = field(default_factory=dict)          # test -> {name: value}
-
-
-def parse_junit(path: Path) -> Counts:
-    """Count JUnit XML testcases (not the summary attributes, which hooks can rewrite)."""
-    root = ET.parse(path).getroot()
-    counts = Counts()
-    for case in root.iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}".strip(":")
-        counts.tests += 1
-        failure = case.find("failure")
-        error = case.find("error")
-        if failure is not None or error is not None:
-            node = failure if failure is not None else error
-            counts.failures.append({"test": name, "kind": node.tag,
-                                    "message": (node.get("message") or node.text or "").strip()[:500]})
-            if failure is not None:
-                counts.failed += 1
-            else:
-                counts.errors += 1
-        elif case.find("skipped") is not None:
-            counts.skipped += 1
-        else:
-            counts.passed += 1
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        if props:
-            counts.properties[name] = props
-    return counts
-
-
-@dataclass
-class CellResult:
-    cell: str
-    flavour: str
-    suite: str
-    image: str
-    status: str                  # passed | failed | skipped
-    reason: str                  # one line: why, in words
-    gpus: list[int] = field(default_factory=list)
-    exit_code: Optional[int] = None
-    seconds: float = 0.0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-    skipped: int = 0
-    failures: list[dict] = field(default_factory=list)
-    properties: dict = field(default_factory=dict)
-    log_tail: str = ""
-    log: Optional[str] = None        # path relative to the report directory
-    junit: Optional[str] = None
-    preflight: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(code - 128).name
-    except ValueError:
-        return f"signal {code - 128}"
-
-
-def judge(cell: Cell, *, exit_code: Optional[int], timed_out: bool, timeout: float, junit: Optional[Counts],
-          preflight: Optional[dict], current_test: Optional[str], oom_killed: bool = False) -> tuple[str, str]:
-    """(status, reason) for a cell that ran.  Pure: tested on a CPU with made-up outcomes."""
-    where = f" during {current_test}" if current_test else ""
-    if timed_out:
-        return "failed", f"timeout: still running after {timeout:.0f} s{where}; killed"
-    if preflight is None:
-        return "failed", (f"crashed before its preflight (exit code {exit_code}): the container never reported "
-                          "what it sees; see the log tail")
-    if cell.suite.gpu and int(preflight.get("device_count") or 0) == 0:
-        why = preflight.get("torch_error") or "torch.cuda.device_count() == 0"
-        return "failed", f"no GPU visible inside the container ({why}); pass --cpu-only to skip GPU suites"
-    if exit_code is not None and exit_code >= 128 or oom_killed:
-        sig = _signal_name(exit_code) if exit_code is not None and exit_code >= 128 else "SIGKILL"
-        oom = " by the OOM killer" if oom_killed else ""
-        return "failed", f"crashed: killed by {sig}{oom} (exit code {exit_code}){where}; no verdict from pytest"
-    if junit is None:
-        return "failed", f"no JUnit XML was written (exit code {exit_code}); see the log tail"
-    if junit.failed or junit.errors:
-        first = junit.failures[0]["test"] if junit.failures else "?"
-        return "failed", (f"{junit.failed} failed, {junit.errors} errors (first: {first})")
-    if junit.passed == 0:
-        what = "GPU suite" if cell.suite.gpu else "suite"
-        return "failed", (f"{what} passed nothing: {junit.tests} tests, {junit.skipped} skipped "
-                          "(a run that tested nothing is not a pass)")
-    if exit_code != 0:
-        return "failed", (f"the XML shows {junit.passed} passed and nothing failed, but pytest exited "
-                          f"{exit_code}; see the log tail")
-    return "passed", f"{junit.passed} passed, {junit.skipped} skipped"
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
 
 
 @dataclass
@@ -572,7 +95,7 @@ def pytest_tools(dest: Path) -> Path:
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, target)
-    shutil.copyfile(Path(__file__).with_name("cell_runner.py"), dest / "cell_runner.py")
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "cell_runner.py", dest / "cell_runner.py")
     markers = "\n".join(f"    {m}: registered by the rocm-fp8 matrix" for m in MARKERS)
     (dest / "pytest.ini").write_text(
         "[pytest]\n"
@@ -649,8 +172,7 @@ def run_cell(client, cell: Cell, *, tools: Path, out_dir: Path, gpus: list[HostG
         volumes[str(Path(options.extra_tests).resolve())] = {"bind": EXTRA_IN, "mode": "ro"}
     run_options = gpu_run_options(gpus, shm_size)
     # Child processes a test starts (`python -m pytest ...`) need the shipped pytest too.
-    image_env = dict(e.split("=", 1) for e in ((client.api.inspect_image(cell.flavour.image).get("Config") or {})
-                                                .get("Env") or []) if "=" in e)
+    image_env = engine.image_config(client, cell.flavour.image).env
     pythonpath = ":".join(p for p in (TOOLS_IN, image_env.get("PYTHONPATH", "")) if p)
     environment = {**dict(cell.suite.env), "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1",
                    "PYTHONUNBUFFERED": "1", "ROCM_FP8_MATRIX_CELL": cell.name}
@@ -719,10 +241,9 @@ def flavour_facts(client, flavour: FlavourSpec, matrix: Matrix, tools: Path, out
 
     facts: dict = {"image": flavour.image, "labels": {}, "errors": []}
     try:
-        info = client.api.inspect_image(flavour.image)
-        facts["labels"] = {k: v for k, v in ((info.get("Config") or {}).get("Labels") or {}).items()
-                           if k.startswith("rocm-fp8.")}
-        facts["image_id"] = info.get("Id", "")
+        image = engine.image_config(client, flavour.image)
+        facts["labels"] = {k: v for k, v in image.labels.items() if k.startswith("rocm-fp8.")}
+        facts["image_id"] = image.id
     except ImageNotFound:
         facts["errors"].append(f"image {flavour.image} is not present locally; build it with "
                                f"`invoke build --rocm {flavour.rocm} --arch {flavour.arch}`")
@@ -839,10 +360,3 @@ def run_matrix(matrix: Matrix, cells: list[Cell], options: RunOptions, log: Log 
         shutil.rmtree(tools, ignore_errors=True)
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def default_matrix_path() -> Path:
-    from rocm_fp8_deploy.build import repo_root
-
-    return repo_root() / "ci" / "matrix.toml"
-

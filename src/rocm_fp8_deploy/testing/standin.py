@@ -92,7 +92,7 @@ def _sha256_file(path: Path) -> str:
 
 def _labels_of(client: docker.DockerClient, reference: str) -> Optional[dict]:
     try:
-        return (client.api.inspect_image(reference).get("Config") or {}).get("Labels") or {}
+        return engine.image_config(client, reference).labels
     except ImageNotFound:
         return None
 
