@@ -55,6 +55,7 @@ def test_from_checkpoint_converts_to_fnuz_when_asked(rng):
     assert_close(layer(x), ref, rel_tol=0.05, cos_min=0.998)
 
 
+@pytest.mark.slow
 def test_layer_compiles_fullgraph(rng):
     lin = torch.nn.Linear(256, 256)
     with torch.no_grad():

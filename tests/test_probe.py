@@ -57,6 +57,7 @@ def result(report, backend):
     ("aborts", "crash", fb.ABORT_ABOVE_M),
     ("hangs", "hang", fb.HANG_ABOVE_M),
 ])
+@pytest.mark.slow
 def test_each_fault_gets_its_verdict(faulty_report, backend, symptom, limit):
     r = result(faulty_report, backend)
     assert r["status"] == "unsafe"
@@ -67,6 +68,7 @@ def test_each_fault_gets_its_verdict(faulty_report, backend, symptom, limit):
     assert passed and all(not c.get("symptom") for c in passed)
 
 
+@pytest.mark.slow
 def test_crash_and_hang_cost_one_timeout_and_the_caller_survives(faulty_report):
     aborted = result(faulty_report, "aborts")
     assert "SIGABRT" in aborted["failure"]["detail"] and aborted["aborted"]
@@ -81,6 +83,7 @@ def test_crash_and_hang_cost_one_timeout_and_the_caller_survives(faulty_report):
     assert "worst row" in wrong["failure"]["detail"]
 
 
+@pytest.mark.slow
 def test_dispatch_routes_around_probed_faults_and_back_below_the_limit(faulty_report, registered):
     tc = detect()
     # without evidence, the faulty backends' priority would win at any M
@@ -152,6 +155,7 @@ def test_reports_merge_and_static_reports_are_not_evidence(tmp_path):
 
 # -- the real backends ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_real_probe_of_reference_and_triton_interpreter(monkeypatch):
     if find("triton") is None:
         pytest.skip("the triton backend is not registered")
@@ -179,6 +183,7 @@ def _cli(*args, env_extra=None, timeout=120):
                           env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_probe_json_output_cache_and_plugin(tmp_path):
     out = tmp_path / "report.json"
     cache = tmp_path / "cache"

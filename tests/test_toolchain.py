@@ -154,6 +154,7 @@ def test_rocm_home_is_respected_when_rocm_path_is_unset(fake_rocm, monkeypatch):
     assert tcmod.rocm_root() == str(root)
 
 
+@pytest.mark.slow
 def test_import_runs_no_tool_and_detection_is_cached(fake_rocm):
     root, marker = fake_rocm
     code = ("import rocm_fp8, rocm_fp8.toolchain, rocm_fp8.ledger, rocm_fp8.probe, rocm_fp8.probe_report; "

@@ -13,7 +13,7 @@ from rocm_fp8_deploy import engine
 from rocm_fp8_deploy.labels import PREFIX
 from rocm_fp8_deploy.testing.standin import RECORDED_TOOLCHAINS
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]  # builds images
 ROOT = Path(__file__).resolve().parents[2]
 
 
