@@ -32,8 +32,8 @@ def _exit_code(argv) -> int:
 
 # -- from Python ---------------------------------------------------------------------------------------
 
-def test_explain_on_this_cpu_machine_names_the_reference_and_every_backend():
-    d = explain(256, 256, 3)
+def test_explain_without_a_gpu_names_the_reference_and_every_backend():
+    d = explain(256, 256, 3, toolchain=Toolchain.hypothetical("cpu"))
     assert d.ok and d.backend == "reference" and d.requested == "auto"
     from rocm_fp8 import backend_names
 
@@ -56,7 +56,8 @@ def test_explain_disabled_and_dtypes():
     tc = Toolchain.hypothetical("gfx950", hip=HIP72, aiter_commit=FIXED_AITER)
     d = explain(2048, 3072, 64, toolchain=tc, disabled=["aiter-bpreshuffle", "aiter-ck", "aiter-triton"])
     assert d.backend == "triton"
-    assert explain(256, 256, 1, fp8_dtype="e4m3fnuz", out_dtype="float32").problem.out_dtype == "float32"
+    d = explain(256, 256, 1, fp8_dtype="e4m3fnuz", out_dtype="float32", device_type="cpu")
+    assert d.problem.out_dtype == "float32" and d.problem.fp8_dtype == "e4m3fnuz" and d.problem.device_type == "cpu"
 
 
 @pytest.mark.parametrize("kwargs, message", [
