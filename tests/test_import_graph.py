@@ -134,15 +134,28 @@ def test_circle_detection_finds_a_planted_circle():
     assert circles(edges) == [["a", "b", "c"]]
 
 
+def lazy_imports_not_allowed(name: str, path: Path, modules: "dict[str, Path] | None" = None) -> list[str]:
+    """Function-local imports in ``path`` of anything but a heavy optional package, as "module (line N)"."""
+    per_line: dict[int, list[str]] = {}
+    for target, in_function, line in imports_of(name, path, modules):
+        if in_function:
+            per_line.setdefault(line, []).append(target)
+    return [f"{min(targets, key=len)} (line {line})" for line, targets in sorted(per_line.items())
+            if not any(t == ok or t.startswith(ok + ".") for t in targets for ok in LAZY_OK)]
+
+
 @pytest.mark.parametrize("name", sorted(m for m in module_files()
                                         if m.startswith("rocm_fp8.") and not m.startswith(TOOL_MODULES)))
 def test_serving_core_imports_lazily_only_heavy_packages(name):
     path = module_files()[name]
-    per_line: dict[int, list[str]] = {}
-    for target, in_function, line in imports_of(name, path):
-        if in_function:
-            per_line.setdefault(line, []).append(target)
-    bad = [f"{min(targets, key=len)} (line {line})" for line, targets in sorted(per_line.items())
-           if not any(t == ok or t.startswith(ok + ".") for t in targets for ok in LAZY_OK)]
+    bad = lazy_imports_not_allowed(name, path)
     assert not bad, (f"{path.relative_to(SRC.parent)}: function-local imports of {', '.join(bad)}; import them "
                      f"at module level (lazy imports are for heavy optional packages: {', '.join(LAZY_OK)})")
+
+
+def test_the_lazy_import_check_finds_a_planted_one(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("import os\n\n\ndef f():\n    import triton\n    from aiter.ops import x\n"
+                       "    from rocm_fp8 import ledger\n    return os\n")
+    modules = {**module_files(), "rocm_fp8.planted": planted}
+    assert lazy_imports_not_allowed("rocm_fp8.planted", planted, modules) == ["rocm_fp8.ledger (line 7)"]
