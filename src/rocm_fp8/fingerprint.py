@@ -2,7 +2,7 @@
 
 Every function here takes text and returns facts; none runs a process or reads a file, so each is
 tested against real samples (tests/fixtures/toolchain/). Detection, which does run the tools, lives
-in :mod:`rocm_fp8.toolchain`.
+in :mod:`rocm_fp8.toolchain.detection`.
 
 Samples (docs/reference.md section 3)::
 

@@ -5,7 +5,7 @@
 * :mod:`~rocm_fp8.toolchain.config_file`: the configuration file baked into an image, JSON I/O.
 
 This module holds the process's toolchain: :func:`detect` reads the configuration file when one is
-installed, else detects, once per process. Every name is re-exported here, so
+installed, else detects, once per process. Every public name is re-exported here, so
 ``rocm_fp8.toolchain.<name>`` keeps working.
 """
 
