@@ -123,7 +123,7 @@ def clean(c, rocm=None, arch=None, repo=None, prune=False, standins=False):
         host.clean(_flavours(c, rocm, arch), repo or _cfg(c).repository, prune_cache=prune)
         if standins:
             from rocm_fp8_deploy.engine import connect
-            from rocm_fp8_deploy.standin import remove_standins
+            from rocm_fp8_deploy.testing.standin import remove_standins
 
             for tag in remove_standins(connect(), _cfg(c).fixture_prefix):
                 print(f"removed {tag}")
@@ -141,7 +141,7 @@ def wheelhouse(c, dest, python="3.12"):
 @task(iterable=["rocm"], help={"prefix": "fixture registry prefix (use it as --registry for build)"})
 def standins(c, rocm=None, prefix=None):
     """Build the stand-in base images (no ROCm; recorded toolchain fixtures) used by the tests."""
-    from rocm_fp8_deploy.standin import build_standins
+    from rocm_fp8_deploy.testing.standin import build_standins
 
     with refusals():
         tags = build_standins(rocm or list(_cfg(c).rocm), prefix or _cfg(c).fixture_prefix)
@@ -151,7 +151,7 @@ def standins(c, rocm=None, prefix=None):
           "--allow-fixture --no-prebuild")
 
 
-# ---- test matrix (issue 6) -----------------------------------------------------------------
+# ---- test matrix ---------------------------------------------------------------------------
 
 
 @task(iterable=["rocm", "arch", "suite"], help={

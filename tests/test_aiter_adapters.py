@@ -3,7 +3,7 @@
 aiter's kernels need a ROCm GPU, which no machine of this project has. The layouts are checked
 against a *stand-in* for aiter (``AiterContract`` below, labelled as such): it exposes the entry points
 our adapters call, with aiter's signatures, and asserts the argument contract documented for them
-(FACTS.md section 3) before computing the product in float64:
+(docs/reference.md section 5) before computing the product in float64:
 
 * ``gemm_a8w8_blockscale(XQ [M,K] fp8, WQ [N,K] fp8 not shuffled, x_scale [M,K/128] row-major, w_scale)``
 * ``gemm_a8w8_blockscale_bpreshuffle(XQ, WQ = shuffle_weight(W, (16,16)), x_scale M-contiguous

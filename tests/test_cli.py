@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rocm_fp8.cli import main
 
 
@@ -26,6 +28,7 @@ def test_info_text_shows_the_toolchain_and_the_backends(capsys):
     assert "fingerprint" in out and "backends:" in out and "aiter-bpreshuffle" in out
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_closed_pipe():
     proc = subprocess.run(f"{sys.executable} -m rocm_fp8 info | head -1", shell=True, capture_output=True,
                           text=True, timeout=120)

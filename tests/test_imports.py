@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_import_pulls_in_neither_triton_nor_aiter_nor_deploy_tooling():
     code = (
         "import sys, rocm_fp8\n"
@@ -18,6 +21,7 @@ def test_import_pulls_in_neither_triton_nor_aiter_nor_deploy_tooling():
     assert out.stdout.strip() == "", f"imported at package import / explain time: {out.stdout.strip()}"
 
 
+@pytest.mark.slow
 def test_import_runs_no_subprocess():
     code = (
         "import subprocess\n"

@@ -17,7 +17,7 @@ import pytest
 
 from rocm_fp8 import Toolchain, explain, kernel_configs
 from rocm_fp8 import probe_report as pr
-from rocm_fp8.evidence import default_sources
+from rocm_fp8.dispatch import default_sources
 from rocm_fp8.explain import format_decision
 from rocm_fp8.ledger import default_ledger
 

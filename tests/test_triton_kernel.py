@@ -32,6 +32,7 @@ FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="already running under the interpreter")
 def test_kernel_suite_under_interpreter():
     """Run this file's kernel tests in a child process that starts with TRITON_INTERPRET=1."""

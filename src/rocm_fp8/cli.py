@@ -129,7 +129,7 @@ def info_dict() -> dict:
     for b in all_backends():
         ok, why = safe_call(b.available, tc)
         rows.append({"backend": b.name, "available": ok, "reason": why, "description": getattr(b, "description", "")})
-    from rocm_fp8.evidence import default_sources
+    from rocm_fp8.dispatch import default_sources
     from rocm_fp8.explain import speed_sources, table_info, table_words
 
     return {"rocm_fp8": __version__, "toolchain": tc.to_dict(), "backends": rows, "warnings": list(tc.warnings),

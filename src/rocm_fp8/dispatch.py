@@ -17,10 +17,13 @@ import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from rocm_fp8 import backends as _registry
-from rocm_fp8 import policy
+from rocm_fp8 import invalidation, ledger, policy, probe_report
 from rocm_fp8.backends.base import Backend, PreparedWeight, Problem
 from rocm_fp8.errors import BackendFailedError, BackendUnavailableError, NoBackendError, UnsafeBackendError
+from rocm_fp8.evidence import EvidenceSource
+from rocm_fp8.invalidation import bucket  # noqa: F401 - re-exported: dispatch.bucket
 from rocm_fp8.quant import FP8_NAMES
+from rocm_fp8.toolchain import detect, set_current
 
 log = logging.getLogger("rocm_fp8")
 
@@ -38,23 +41,36 @@ _backend_of: dict = {}                        # Decision -> its backend object (
 _logged: set[tuple] = set()
 _settings: Optional[dict] = None
 _evidence: Optional[list] = None
-#: bumped by clear_caches, so per-layer plans (Fp8BlockLinear) know to re-plan
-generation = 0
+
+
+def __getattr__(name: str):
+    # ``dispatch.generation`` is invalidation's counter, read live (per-layer plans compare it)
+    if name == "generation":
+        return invalidation.generation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def clear_caches(redetect: bool = False) -> None:
     """Forget decisions, prepared weights, env settings and evidence (after registering a backend,
     writing a probe report or changing the environment). ``redetect=True`` also forgets the detected
     toolchain and the loaded ledger files (after changing ROCM_FP8_CONFIG or ROCM_FP8_LEDGER)."""
-    global _settings, _evidence, generation
     if redetect:
-        from rocm_fp8 import ledger
-        from rocm_fp8.toolchain import set_current
-
         set_current(None)
-        ledger.reset()
+        ledger.reset()  # invalidates too
+    else:
+        invalidation.invalidate()
+
+
+def default_sources(toolchain) -> list[EvidenceSource]:
+    """The evidence the policy consults: probe reports for this toolchain first, then the
+    known-issues ledger (the prior)."""
+    return [*probe_report.sources_for(toolchain), ledger.default_ledger()]
+
+
+@invalidation.on_invalidate
+def _forget() -> None:
+    global _settings, _evidence
     with _lock:
-        generation += 1
         _decisions.clear()
         _backend_of.clear()
         _prepared.clear()
@@ -62,11 +78,6 @@ def clear_caches(redetect: bool = False) -> None:
         _logged.clear()
         _settings = None
         _evidence = None
-
-
-def bucket(m: int) -> int:
-    """The M bucket: the next power of two >= m (1 for m <= 1)."""
-    return 1 if m <= 1 else 1 << (m - 1).bit_length()
 
 
 def settings() -> dict:
@@ -90,8 +101,6 @@ def settings() -> dict:
 def current_evidence(toolchain) -> list:
     global _evidence
     if _evidence is None:
-        from rocm_fp8.evidence import default_sources
-
         _evidence = default_sources(toolchain)
     return _evidence
 
@@ -123,8 +132,6 @@ def decide(n: int, k: int, m: int, fp8_dtype: str, out_dtype: str, device_type: 
 
 
 def _decide_uncached(n, k, b, fp8_dtype, out_dtype, device_type, requested, block) -> policy.Decision:
-    from rocm_fp8.toolchain import detect
-
     tc = detect()
     s = settings()
     problem = Problem(b, n, k, fp8_dtype, out_dtype, block[0], block[1], device_type)

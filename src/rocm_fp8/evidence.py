@@ -3,7 +3,8 @@
 Correctness first. An evidence source answers, for a backend on a toolchain and a problem, whether
 the backend is known (ledger) or measured (probe) to be safe at that M. It returns ``None`` when it
 has no opinion. The policy asks the sources in order and the first opinion wins, so probe evidence
-measured on this very image goes before the ledger's prior.
+measured on this very image goes before the ledger's prior (the dispatcher wires them in that
+order: ``rocm_fp8.dispatch.default_sources``).
 
 Speed second. A source may also offer ``speed(backend, problem, toolchain) -> Speed | None``: what
 a backend was measured to reach for this (N, K) at the M bucket of the problem, on this toolchain
@@ -82,20 +83,3 @@ def measured_speed(sources: Sequence[object], backend: str, problem: "Problem",
             return s
     return None
 
-
-def default_sources(toolchain: "Toolchain") -> list[EvidenceSource]:
-    """Probe reports for this toolchain first (correctness and speed), then the known-issues ledger."""
-    sources: list[EvidenceSource] = []
-    try:
-        from rocm_fp8 import probe_report
-
-        sources.extend(probe_report.sources_for(toolchain))
-    except ImportError:
-        pass
-    try:
-        from rocm_fp8 import ledger
-
-        sources.append(ledger.default_ledger())
-    except ImportError:
-        pass
-    return sources

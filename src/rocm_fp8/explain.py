@@ -6,8 +6,9 @@ from typing import Iterable, Optional, Sequence
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch, policy
+from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.base import Problem
-from rocm_fp8.toolchain import Toolchain
+from rocm_fp8.toolchain import Toolchain, detect
 
 
 def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, backend: str = "auto",
@@ -27,8 +28,6 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
     if k % block_size[1]:
         raise ValueError(f"k: expected a multiple of the block size {block_size[1]}, got {k}")
     if toolchain is None:
-        from rocm_fp8.toolchain import detect
-
         toolchain = detect()
     if backend != "auto" and backend not in _registry.backend_names():
         raise ValueError(f"backend: expected one of {', '.join(_registry.backend_names())} or 'auto', got {backend!r}")
@@ -41,9 +40,7 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
     if device_type is None:
         device_type = "cuda" if toolchain.has_gpu else "cpu"
     if evidence is None:
-        from rocm_fp8.evidence import default_sources
-
-        evidence = default_sources(toolchain)
+        evidence = dispatch.default_sources(toolchain)
     if disabled is None:
         disabled = dispatch.settings()["disabled"]
     problem = Problem(m, n, k, fp8_dtype, out_dtype, int(block_size[0]), int(block_size[1]), device_type)
@@ -55,8 +52,6 @@ def table_info(toolchain: Toolchain) -> Optional[dict]:
     """The kernel table this machine uses: path, how it was matched, the device it was measured on."""
     if not toolchain.has_gpu:
         return None
-    from rocm_fp8 import kernel_configs
-
     m = kernel_configs.find_for(toolchain)
     return m.to_dict() if m else None
 
@@ -65,8 +60,6 @@ def table_words(toolchain: Toolchain) -> str:
     """One line for ``explain`` and ``info``: which table, found how, measured on which device."""
     if not toolchain.has_gpu:
         return "none (no GPU: the kernel tables describe GPUs)"
-    from rocm_fp8 import kernel_configs
-
     m = kernel_configs.find_for(toolchain)
     if m is None:
         unit = "CUs" if toolchain.vendor == "amd" else "SMs"

@@ -2,9 +2,9 @@
 
 Every function here takes text and returns facts; none runs a process or reads a file, so each is
 tested against real samples (tests/fixtures/toolchain/). Detection, which does run the tools, lives
-in :mod:`rocm_fp8.toolchain`.
+in :mod:`rocm_fp8.toolchain.detection`.
 
-Samples (FACTS.md section 5)::
+Samples (docs/reference.md section 3)::
 
     hipcc --version     HIP version: 7.0.51831-a2e4e0c4
                         AMD clang version 20.0.0git (roc-7.0.0 25292)

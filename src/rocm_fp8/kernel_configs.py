@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from rocm_fp8.toolchain import atomic_write_json
+
 if TYPE_CHECKING:  # pragma: no cover
     from rocm_fp8.toolchain import Toolchain
 
@@ -142,8 +144,6 @@ def write_table(path: "str | os.PathLike[str]", device: str, arch: str, shapes: 
     Rows merge by M (tuning some M of a shape keeps its other rows) when the file holds a table of
     the same device; a table of another device is replaced, never mixed with this one's rows.
     """
-    from rocm_fp8.toolchain import atomic_write_json
-
     path = Path(path)
     data: dict[str, Any] = {"device": device, "arch": arch, "shapes": {}}
     if merge and path.is_file():

@@ -4,7 +4,7 @@ Entries live in TOML (``rocm_fp8/data/known_issues.toml`` ships with the package
 own). A :class:`Ledger` is an :class:`~rocm_fp8.evidence.EvidenceSource`: for a backend, toolchain
 and problem it returns the verdict of the entries that apply, citing their ids
 (``source="ledger:<id>"``), or None when none applies. Probe reports measured on the image go
-before it (``rocm_fp8.evidence.default_sources``).
+before it (``rocm_fp8.dispatch.default_sources``).
 
 Matching rules
 --------------
@@ -47,13 +47,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
+from rocm_fp8 import invalidation
+from rocm_fp8.backends.base import Problem
 from rocm_fp8.evidence import Verdict
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rocm_fp8.backends.base import Problem
-    from rocm_fp8.toolchain import Toolchain
+from rocm_fp8.toolchain import Toolchain, add_fix_commit_source, format_version, parse_version
 
 ENV_LEDGER = "ROCM_FP8_LEDGER"
 SYMPTOMS = {
@@ -93,8 +92,6 @@ def _vt(text: str) -> tuple[int, ...]:
 
 
 def _version_of(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    from rocm_fp8.toolchain import parse_version
-
     return parse_version(text)
 
 
@@ -226,8 +223,6 @@ class Entry:
     # -- matching ------------------------------------------------------------------------------
     def assess(self, backend: str, problem: "Problem", tc: "Toolchain") -> Optional["_Finding"]:
         """None when the entry does not apply; else what it says about this problem."""
-        from rocm_fp8.toolchain import format_version
-
         if backend not in self.backends or tc.arch not in self.arch:
             return None
         unknown: list[str] = []
@@ -460,7 +455,7 @@ def add_ledger_file(path: "str | os.PathLike[str]") -> None:
     with _lock:
         _extra_files.append(p)
     default_ledger(refresh=True)
-    _clear_dispatch()
+    invalidation.invalidate()
 
 
 def reset() -> None:
@@ -469,16 +464,7 @@ def reset() -> None:
     with _lock:
         _extra_files.clear()
         _default = None
-    _clear_dispatch()
-
-
-def _clear_dispatch() -> None:
-    try:
-        from rocm_fp8 import dispatch
-
-        dispatch.clear_caches()
-    except ImportError:  # pragma: no cover
-        pass
+    invalidation.invalidate()
 
 
 def fix_commits() -> list[str]:
@@ -489,12 +475,14 @@ def fix_commits() -> list[str]:
     return sorted({e.aiter_fix.commit for e in ledger.entries if e.aiter_fix is not None})
 
 
+# detection checks aiter's git history for these commits; it asks us rather than importing us
+add_fix_commit_source(fix_commits)
+
+
 def static_verdicts(toolchain: "Toolchain", backends: Sequence[str], shapes: Sequence[tuple[int, int]],
                     ms: Sequence[int]) -> list[dict[str, Any]]:
     """The ledger's verdicts for each backend x shape, evaluated at the given M points (for
     ``rocm-fp8 probe --static`` and the configuration file). Pure: runs no kernel."""
-    from rocm_fp8.backends.base import Problem
-
     ledger = default_ledger()
     out = []
     for b in backends:

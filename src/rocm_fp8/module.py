@@ -14,8 +14,10 @@ from torch import nn
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch
+from rocm_fp8.explain import explain as explain_decision
 from rocm_fp8.ops import _FLOAT_INPUTS, _impl, check_args, finish, w8a8_block_fp8_linear
 from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resolve_fp8_dtype
+from rocm_fp8.toolchain import detect
 
 #: the M buckets ``plan()`` fills by default: 1 .. 32768
 DEFAULT_PLAN_MS = tuple(1 << i for i in range(16))
@@ -74,8 +76,6 @@ class Fp8BlockLinear(nn.Module):
             raise TypeError(f"weight: expected an FP8 tensor (float8_e4m3fn or float8_e4m3fnuz), got {got}")
         target = resolve_fp8_dtype(convert_to, "convert_to") if convert_to is not None else None
         if target is None:
-            from rocm_fp8.toolchain import detect
-
             if detect().fp8_flavour == "e4m3fnuz" and weight.dtype == torch.float8_e4m3fn:
                 target = torch.float8_e4m3fnuz
         if target is not None and target != weight.dtype:
@@ -128,9 +128,7 @@ class Fp8BlockLinear(nn.Module):
         return {dispatch.bucket(m): self._entry(m, device_type, out_dtype)[0].name for m in ms}
 
     def explain(self, m: int):
-        from rocm_fp8.explain import explain
-
-        return explain(self.out_features, self.in_features, m, fp8_dtype=FP8_NAMES[self.weight.dtype],
+        return explain_decision(self.out_features, self.in_features, m, fp8_dtype=FP8_NAMES[self.weight.dtype],
                        out_dtype=dispatch._DTYPE_NAMES[self.out_dtype or torch.bfloat16],
                        device_type=self.weight.device.type, block_size=self.block_size, backend=self.backend)
 

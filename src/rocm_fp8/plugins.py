@@ -22,13 +22,13 @@ import importlib
 import os
 from typing import Any, Iterable
 
+from rocm_fp8.backends import BUILTIN_BACKENDS, Backend, all_backends, find, register_backend
+
 ENV_PLUGINS = "ROCM_FP8_PLUGINS"
 ENTRY_POINT_GROUP = "rocm_fp8.backends"
 
 
 def _register_object(obj: Any, spec: str) -> list[str]:
-    from rocm_fp8.backends import Backend, register_backend
-
     if isinstance(obj, type):
         obj = obj()
     elif callable(obj) and not hasattr(obj, "run"):
@@ -90,8 +90,6 @@ def load_all(specs: Iterable[str] = ()) -> list[str]:
 
 def describe_third_party() -> list[dict[str, str]]:
     """How to re-create each registered backend that is not a built-in, in another process."""
-    from rocm_fp8.backends import BUILTIN_BACKENDS, all_backends
-
     out = []
     for b in all_backends():
         cls = type(b)
@@ -106,8 +104,6 @@ def describe_third_party() -> list[dict[str, str]]:
 def recreate(described: Iterable[dict[str, str]]) -> dict[str, str]:
     """In a worker: make sure each described backend is registered. Returns {name: error} for those
     that could not be re-created."""
-    from rocm_fp8.backends import find
-
     errors = {}
     for d in described:
         name, module_name, qualname = d["name"], d["module"], d["qualname"]

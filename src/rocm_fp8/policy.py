@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
+from rocm_fp8 import kernel_configs
 from rocm_fp8.backends import BUILTIN_BACKENDS
 from rocm_fp8.backends.base import Backend, Problem, safe_call
 from rocm_fp8.evidence import EvidenceSource, Verdict, consult, measured_speed
@@ -109,8 +110,6 @@ def rank(candidates: Sequence[Backend], toolchain: Toolchain, problem: Problem,
     infos = []
     table = None
     if platform != "cpu":
-        from rocm_fp8 import kernel_configs
-
         try:
             table = kernel_configs.find_for(toolchain)
         except Exception:  # noqa: BLE001 - a broken table folder must not break dispatch

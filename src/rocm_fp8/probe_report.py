@@ -34,7 +34,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from rocm_fp8 import invalidation
 from rocm_fp8.evidence import Speed, Verdict
+from rocm_fp8.toolchain import atomic_write_json, load_config, read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from rocm_fp8.backends.base import Problem
@@ -134,8 +136,6 @@ def check_report(data: Any, where: str = "report") -> dict[str, Any]:
 
 
 def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
-    from rocm_fp8.toolchain import read_json
-
     path = Path(path)
     return check_report(read_json(path, "report"), f"report {path}")
 
@@ -166,8 +166,6 @@ def write_report(report: dict[str, Any], path: "Optional[str | os.PathLike[str]]
                  toolchain: "Optional[Toolchain]" = None, merge_existing: bool = True) -> Path:
     """Write atomically; to the cache (by fingerprint) unless ``path`` is given. Results already
     in the file for other (backend, shape) are kept."""
-    from rocm_fp8.toolchain import atomic_write_json
-
     if path is None:
         if report.get("static"):
             raise ValueError("report: a static report (ledger only) is not written to the probe cache; "
@@ -180,17 +178,8 @@ def write_report(report: dict[str, Any], path: "Optional[str | os.PathLike[str]]
         except ValueError:
             pass  # an unreadable old file is replaced
     atomic_write_json(path, sanitize(report))
-    _clear_dispatch()
+    invalidation.invalidate()
     return path
-
-
-def _clear_dispatch() -> None:
-    try:
-        from rocm_fp8 import dispatch
-
-        dispatch.clear_caches()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 # -- evidence -----------------------------------------------------------------------------------
@@ -276,8 +265,6 @@ def _reports_for(toolchain: "Toolchain") -> Iterable[tuple[dict, str]]:
     if toolchain.source.startswith("config:"):
         path = toolchain.source.split(":", 1)[1]
         try:
-            from rocm_fp8.toolchain import load_config
-
             embedded = load_config(path).get("probe")
         except ValueError:
             embedded = None

@@ -13,6 +13,8 @@ from typing import Optional, Union
 
 import torch
 
+from rocm_fp8.toolchain import detect
+
 FP8_DTYPES = {
     "e4m3fn": torch.float8_e4m3fn,
     "e4m3fnuz": torch.float8_e4m3fnuz,
@@ -41,8 +43,6 @@ def fp8_name(dtype: torch.dtype) -> str:
 def resolve_fp8_dtype(dtype: Union[None, str, torch.dtype], arg: str = "dtype") -> torch.dtype:
     """None -> the flavour of the detected device; a name or a torch dtype -> that dtype."""
     if dtype is None:
-        from rocm_fp8.toolchain import detect
-
         return FP8_DTYPES[detect().fp8_flavour]
     if isinstance(dtype, str):
         key = dtype.replace("float8_", "").replace("torch.", "")

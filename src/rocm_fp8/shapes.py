@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rocm_fp8 import kernel_configs
+
 #: (N, K) per preset: the models this project measures (MiniMax-M2.5 and DeepSeek-V3; they are what
 #: :func:`linear_shapes` gives for their configs, checked by tests/test_shapes.py)
 PRESETS: dict[str, list[tuple[int, int]]] = {
@@ -200,8 +202,6 @@ def resolve(ns: Sequence[int] = (), ks: Sequence[int] = (), presets: Sequence[st
 
 def table_shapes(spec: str) -> list[tuple[int, int]]:
     """The (N, K) of a kernel table: a path, or a table name the package finds (``nvidia_h100_80gb_hbm3``)."""
-    from rocm_fp8 import kernel_configs
-
     path = Path(spec)
     if not path.is_file():
         name = kernel_configs.slug(spec)

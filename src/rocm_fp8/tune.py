@@ -483,7 +483,7 @@ def safe_backends(tc, n: int, k: int, m: int, fp8_name: str, names: Optional[Seq
     from rocm_fp8 import backends as registry
     from rocm_fp8 import policy
     from rocm_fp8.backends.base import Problem
-    from rocm_fp8.evidence import default_sources
+    from rocm_fp8.dispatch import default_sources
 
     evidence = default_sources(tc) if evidence is None else evidence
     problem = Problem(m, n, k, fp8_name, "bfloat16", 128, 128, "cuda")
@@ -531,7 +531,7 @@ def measure_speed(tc, shapes: Sequence[tuple[int, int]], ms: Sequence[int], fp8_
 
 def _speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, skip=(), known=None,
                 evidence_extra: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    from rocm_fp8.evidence import default_sources
+    from rocm_fp8.dispatch import default_sources
 
     backends, skipped = safe_backends(tc, n, k, m, fp8_name, names, list(evidence_extra) + default_sources(tc))
     entries = list(known or [])

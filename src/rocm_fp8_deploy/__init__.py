@@ -9,8 +9,11 @@ The runtime package ``rocm_fp8`` never imports this one; this one may import doc
   build.py       build context, streamed build, labelling layer, push, summary
   labels.py      labels from the baked configuration (pure)
   wheelhouse.py  `pip download` wheelhouses for air-gapped builds
-  standin.py     test stand-ins: debootstrapped Debian + CPU torch + recorded-toolchain fixtures
   host.py        the host-side tasks: install, probe, doctor, clean
+  matrix/        the GPU test matrix: spec (ci/matrix.toml), planning, host GPUs, verdicts, run
+  cell_runner.py runs inside a matrix cell's container; report.py renders the matrix report
+  testing/       test infrastructure: standin.py, the stand-in bases (debootstrapped Debian + CPU
+                 torch + recorded-toolchain fixtures) that let CI build images without ROCm
 
   docker/Dockerfile   the one image recipe; docker/image/*.py run inside the build
   tasks.py            thin Invoke tasks over these functions

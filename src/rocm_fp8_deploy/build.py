@@ -271,7 +271,7 @@ def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildO
     started = time.time()
     base = flavour.base_for(options.registry)
     engine.ensure_image(client, base, pull=options.pull, log=log)
-    base_labels = (client.api.inspect_image(base).get("Config") or {}).get("Labels") or {}
+    base_labels = engine.image_config(client, base).labels
     fixture = bool(base_labels.get(FIXTURE_LABEL))
     if fixture and not options.allow_fixture:
         raise DeployError(f"base image {base} is a recorded-toolchain test fixture (label {FIXTURE_LABEL}); "

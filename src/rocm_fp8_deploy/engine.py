@@ -59,6 +59,23 @@ def image_exists(client: docker.DockerClient, reference: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ImageConfig:
+    """What ``docker inspect`` says about a local image, in the few fields we read."""
+
+    id: str
+    labels: dict[str, str]
+    env: dict[str, str]
+
+
+def image_config(client: docker.DockerClient, reference: str) -> ImageConfig:
+    """The id, labels and environment of a local image. Raises docker's ImageNotFound when absent."""
+    info = client.api.inspect_image(reference)
+    config = info.get("Config") or {}
+    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    return ImageConfig(id=info.get("Id", ""), labels=dict(config.get("Labels") or {}), env=env)
+
+
 def ensure_image(client: docker.DockerClient, reference: str, *, pull: bool = True,
                  log: Callable[[str], None] = print, what: str = "base image") -> None:
     """Make sure ``reference`` is in the local image store, pulling it when allowed.
@@ -199,7 +216,7 @@ def read_file_from_image(client: docker.DockerClient, image: str, path: str) -> 
 
 
 def amd_device_options(render_nodes: Optional[Iterable[str]] = None) -> dict:
-    """``containers.create`` options that give a container the host's AMD GPUs (FACTS.md section 6).
+    """``containers.create`` options that give a container the host's AMD GPUs (docs/reference.md section 6).
 
     ``render_nodes`` pins specific GPUs (e.g. ``["/dev/dri/renderD128"]``); by default all of the
     host's render nodes.  Groups are added by numeric id, because the names inside the image need

@@ -15,7 +15,7 @@ from rocm_fp8_deploy.errors import DeployError
 AITER_VERSION = "0.1.7.post2.dev18"
 AITER_REQUIREMENT = f"amd-aiter=={AITER_VERSION}"
 
-#: rocm/pytorch bases carry a ROCm build of torch and triton (FACTS.md section 6).  Both are
+#: rocm/pytorch bases carry a ROCm build of torch and triton (docs/reference.md section 6).  Both are
 #: Ubuntu 24.04 / Python 3.12, so one wheelhouse serves both ROCm releases.
 ROCM_RELEASES: dict[str, dict[str, str]] = {
     "7.0": {

@@ -52,7 +52,7 @@ def timings() -> dict:
 
 @pytest.fixture(scope="session")
 def fixture_prefix(docker_client, run_id, timings):
-    from rocm_fp8_deploy.standin import build_standins, remove_fixtures
+    from rocm_fp8_deploy.testing.standin import build_standins, remove_fixtures
 
     prefix = f"fixture-{run_id}.rocm-fp8.invalid"
     started = time.time()

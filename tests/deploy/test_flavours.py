@@ -33,7 +33,7 @@ def test_prebuilt_modules_cover_what_the_dispatcher_selects():
     explain = pytest.importorskip("rocm_fp8.explain").explain
     from rocm_fp8.toolchain import Toolchain
 
-    from rocm_fp8_deploy.standin import RECORDED_TOOLCHAINS
+    from rocm_fp8_deploy.testing.standin import RECORDED_TOOLCHAINS
 
     module_of = {"aiter-ck": CK_BLOCKSCALE, "aiter-bpreshuffle": CK_BLOCKSCALE_BPRESHUFFLE}
     shapes = [(3072, 1536), (2048, 3072), (768, 3072), (4096, 7168), (2560, 4096), (4608, 4096), (2112, 7168)]

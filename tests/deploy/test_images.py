@@ -11,14 +11,14 @@ import pytest
 
 from rocm_fp8_deploy import engine
 from rocm_fp8_deploy.labels import PREFIX
-from rocm_fp8_deploy.standin import RECORDED_TOOLCHAINS
+from rocm_fp8_deploy.testing.standin import RECORDED_TOOLCHAINS
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]  # builds images
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def labels_of(client, tag):
-    return client.api.inspect_image(tag)["Config"]["Labels"]
+    return engine.image_config(client, tag).labels
 
 
 def run(client, tag, command, **kw):
@@ -285,7 +285,7 @@ def test_invoke_clean_removes_the_flavour_tags(docker_client, built):
 
 
 def test_run_in_image_streams_and_kills_a_container_past_its_timeout(docker_client, fixture_prefix):
-    from rocm_fp8_deploy.standin import fixture_tag
+    from rocm_fp8_deploy.testing.standin import fixture_tag
 
     seen: list[str] = []
     started = time.time()

@@ -21,7 +21,7 @@ import pytest
 
 from rocm_fp8_deploy import matrix as mx
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]  # builds images
 ROOT = Path(__file__).resolve().parents[2]
 FAST_CPU = ["test_bad_input.py", "test_registry.py"]
 

@@ -1,13 +1,13 @@
 """Model-shape correctness on the GPU: MiniMax-M2.5 and DeepSeek-V3 linear layers through backend="auto".
 
-For each (N, K) of the probe presets (FACTS.md section 7) and a few M on both sides of 16-row tile
+For each (N, K) of the probe presets (docs/reference.md section 7) and a few M on both sides of 16-row tile
 boundaries, the op runs with whatever backend the dispatcher picks on this GPU and image, and is
 compared with a float64 dequantize-and-matmul of the same FP8 operands:
 
 * NaN/Inf anywhere fails (``numerics.compare``);
 * relative Frobenius error and cosine over the whole output;
 * the worst row's relative error, because a wrong kernel can break a few rows near tile boundaries
-  while the global norm still looks fine (FACTS.md section 2, defect 3).
+  while the global norm still looks fine (docs/reference.md section 2, defect 3).
 
 The chosen backend goes into the JUnit XML as a property, so the matrix report can show what ran.
 Runs on ROCm (gfx942 uses e4m3fnuz, gfx950 e4m3fn) and on NVIDIA (e4m3fn).

@@ -12,6 +12,7 @@ import importlib
 import threading
 from typing import Optional
 
+from rocm_fp8 import invalidation
 from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse, safe_call
 
 __all__ = [
@@ -75,7 +76,7 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
             _instances[name] = backend
         else:
             _third_party[name] = backend
-    _invalidate()
+    invalidation.invalidate()  # cached decisions may name a backend that changed
     return backend
 
 
@@ -87,14 +88,7 @@ def unregister_backend(name: str) -> None:
             _instances.pop(name, None)  # back to the built-in implementation
         else:
             raise ValueError(f"backend: no backend named {name!r} is registered")
-    _invalidate()
-
-
-def _invalidate() -> None:
-    # Cached decisions may name a backend that changed.
-    from rocm_fp8 import dispatch
-
-    dispatch.clear_caches()
+    invalidation.invalidate()
 
 
 def backend_names() -> list[str]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from rocm_fp8.quant import quantize_activation
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -110,8 +112,6 @@ class Backend:
 
     def quantize_input(self, x: "torch.Tensor", fp8_dtype: "torch.dtype", group_size: int = 128):
         """2-D float activations -> (x_q [M, K] fp8, x_scale [M, K/group] fp32)."""
-        from rocm_fp8.quant import quantize_activation
-
         return quantize_activation(x, group_size, dtype=fp8_dtype)
 
     # -- hot path ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 
 from rocm_fp8 import kernel_configs
 from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
-from rocm_fp8.dispatch import bucket
+from rocm_fp8.invalidation import bucket
 from rocm_fp8.toolchain import detect
 
 _OUT_DTYPES = ("bfloat16", "float16")

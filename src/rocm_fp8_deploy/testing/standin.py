@@ -8,7 +8,7 @@ No registry is reachable and no ROCm exists on the CI machine, so the tests cann
   rocm-fp8-standin/python:bookworm-<recipe>  + a venv on PATH with torch (CPU) and triton
   <prefix>/rocm/pytorch:<upstream tag>       + a RECORDED TOOLCHAIN FIXTURE: hipcc, hipconfig and
                                              /opt/rocm/.info/version replaying the outputs recorded
-                                             from real ROCm 7.0.2 / 7.2.4 installs (FACTS.md s.5)
+                                             from real ROCm 7.0.2 / 7.2.4 installs (docs/reference.md s.3)
 
 The last images carry the upstream base image's name under a fixture registry prefix, so
 ``invoke build --rocm 7.0 --registry <prefix> --allow-fixture --no-prebuild`` runs the unmodified
@@ -56,7 +56,7 @@ class RecordedToolchain:
     info_version: str                # /opt/rocm/.info/version
 
 
-# Recorded outputs from real installs, as written in FACTS.md section 5.  "..." marks text that the
+# Recorded outputs from real installs, as listed in docs/reference.md section 3.  "..." marks text that the
 # record elides; it is replayed as recorded rather than invented.
 RECORDED_TOOLCHAINS: dict[str, RecordedToolchain] = {
     "7.0": RecordedToolchain(
@@ -92,7 +92,7 @@ def _sha256_file(path: Path) -> str:
 
 def _labels_of(client: docker.DockerClient, reference: str) -> Optional[dict]:
     try:
-        return (client.api.inspect_image(reference).get("Config") or {}).get("Labels") or {}
+        return engine.image_config(client, reference).labels
     except ImageNotFound:
         return None
 
@@ -215,7 +215,7 @@ def python_image(client: docker.DockerClient, log: Log = print, wheelhouse: Opti
 _HEADER = """#!/bin/sh
 # RECORDED TOOLCHAIN FIXTURE - this is NOT {tool}.
 # rocm-fp8's test stand-in replays the output recorded from a real ROCm {rocm} install
-# (docs: rocm-fp8 FACTS.md section 5) so that toolchain detection can be exercised without ROCm.
+# (docs: rocm-fp8 docs/reference.md section 3) so that toolchain detection can be exercised without ROCm.
 # Only --version is replayed; anything else fails loudly.
 """
 
