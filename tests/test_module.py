@@ -63,8 +63,10 @@ def test_layer_compiles_fullgraph(rng):
 
 
 def test_bad_construction_arguments():
-    with pytest.raises(ValueError, match=r"in_features: expected a multiple of block_size\[1\]=128, got 100"):
-        Fp8BlockLinear(100, 256)
+    with pytest.raises(ValueError, match=r"in_features: expected a positive int, got 0"):
+        Fp8BlockLinear(0, 256)
+    with pytest.raises(ValueError, match=r"block_size: expected a pair of positive ints"):
+        Fp8BlockLinear(256, 256, block_size=(128,))
     with pytest.raises(TypeError, match=r"linear: expected a torch.nn.Linear, got Conv1d"):
         Fp8BlockLinear.from_linear(torch.nn.Conv1d(1, 1, 1))
     with pytest.raises(TypeError, match=r"weight: expected an FP8 tensor"):

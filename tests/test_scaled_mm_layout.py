@@ -21,6 +21,7 @@ def emulated_blockwise(x_q, b, scale_a, scale_b, out_dtype):
     m, k = x_q.shape
     kb, n = b.shape
     assert k == kb, "A and B disagree on K"
+    assert n % 16 == 0, f"N={n} is not a multiple of 16"
     assert m % 4 == 0, f"M={m} is not a multiple of 4"
     assert (k // 128) % 4 == 0, f"K/128={k // 128} is not a multiple of 4"
     assert scale_a.shape == (m, k // 128) and scale_a.stride() == (1, m), "activation scales not M-contiguous"
@@ -30,7 +31,8 @@ def emulated_blockwise(x_q, b, scale_a, scale_b, out_dtype):
     return (x @ (b.t().double() * sb).t()).to(out_dtype)
 
 
-@pytest.mark.parametrize("n,k", [(256, 384), (384, 256), (128, 2304), (256, 512)])
+# (200, 392): N not a multiple of 16 and a partial last K group (392 = 3 x 128 + 8)
+@pytest.mark.parametrize("n,k", [(256, 384), (384, 256), (128, 2304), (256, 512), (200, 392)])
 @pytest.mark.parametrize("m", [1, 5, 8, 33])
 def test_padding_keeps_the_product_exact(n, k, m, rng):
     backend = TorchScaledMMBackend()
@@ -38,7 +40,7 @@ def test_padding_keeps_the_product_exact(n, k, m, rng):
     w_q, w_s = quantize_weight(torch.randn(n, k, generator=rng), dtype="e4m3fn")
     x_q, x_s = quantize_activation(torch.randn(m, k, generator=rng), dtype="e4m3fn")
     prepared = backend.prepare_weight(w_q, w_s)
-    assert prepared.extra["b"].shape == (padded_k(k), n)
+    assert prepared.extra["b"].shape == (padded_k(k), -(-n // 16) * 16)
     y = backend.run(x_q, x_s, prepared, torch.float32)
     assert y.shape == (m, n)
     assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)

@@ -28,7 +28,7 @@ GROUP_K = 128  # activation group along K and weight block along K; the kernel's
 GROUP_N = 128  # weight block along N
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
-OUT_DTYPES = (torch.bfloat16, torch.float16)
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 try:  # host-side tensor descriptors (Triton >= 3.4)
     from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
@@ -326,7 +326,7 @@ def check_inputs(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_
     if w_scale.dtype != torch.float32:
         raise TypeError(f"w_scale: expected torch.float32, got {w_scale.dtype}")
     if out_dtype not in OUT_DTYPES:
-        raise TypeError(f"out_dtype: expected torch.bfloat16 or torch.float16, got {out_dtype}")
+        raise TypeError(f"out_dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {out_dtype}")
     m, k = x_q.shape
     n, kw = w_q.shape
     if kw != k:
