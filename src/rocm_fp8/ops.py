@@ -20,12 +20,15 @@ from typing import Optional, Sequence
 import torch
 
 from rocm_fp8 import dispatch
+from rocm_fp8.dispatch import _plans
 from rocm_fp8.quant import QUANT_MAX
 
 FLOAT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLOAT_INPUTS = FLOAT_INPUTS  # the old private names
 _OUT_DTYPES = OUT_DTYPES
+_FLOAT_SET = frozenset(FLOAT_INPUTS)
+_OUT_SET = frozenset(OUT_DTYPES)
 _Tensor = torch.Tensor
 _F32 = torch.float32
 _BF16 = torch.bfloat16
@@ -107,23 +110,31 @@ def check_args(input, weight, weight_scale, input_scale, bias, block_size, out_d
 def _fast_out_dtype(plan: "dispatch.WeightPlan", input, input_scale, bias, out_dtype):
     """The common call, checked cheaply against a validated weight: its output dtype, or None to
     run the full check (for its precise message, or for an unusual but valid call)."""
-    if input.__class__ is not _Tensor or not input.ndim or input.shape[-1] != plan.k or input.device != plan.device:
+    if input.__class__ is not _Tensor:
         return None
+    shape = input.shape
+    nd = len(shape)
+    if not nd or shape[nd - 1] != plan.k or input.device != plan.device:
+        return None
+    dtype = input.dtype
     if input_scale is None:
-        if input.dtype not in FLOAT_INPUTS:
+        if dtype not in _FLOAT_SET:
             return None
-        default = input.dtype
+        default = dtype
     else:
-        if (input.dtype != plan.fp8 or input_scale.__class__ is not _Tensor or input_scale.dtype != _F32
-                or input_scale.ndim != input.ndim or input_scale.shape[-1] != plan.kb
-                or input_scale.shape[:-1] != input.shape[:-1] or input_scale.device != plan.device):
+        if dtype != plan.fp8 or input_scale.__class__ is not _Tensor or input_scale.dtype != _F32:
+            return None
+        ss = input_scale.shape
+        if len(ss) != nd or ss[nd - 1] != plan.kb or input_scale.device != plan.device:
+            return None
+        if (ss[0] != shape[0]) if nd == 2 else (ss[:-1] != shape[:-1]):
             return None
         default = _BF16
     if bias is not None and bias is not plan.bias:
         return None
     if out_dtype is None:
         return default
-    return out_dtype if out_dtype in OUT_DTYPES else None
+    return out_dtype if out_dtype in _OUT_SET else None
 
 
 def run_plan(plan: "dispatch.WeightPlan", input, input_scale, bias, out_dtype, requested: str) -> torch.Tensor:
@@ -132,24 +143,24 @@ def run_plan(plan: "dispatch.WeightPlan", input, input_scale, bias, out_dtype, r
     if out is None:
         _, out = check_args(input, plan.weight, plan.weight_scale, input_scale, bias, plan.block, out_dtype)
         plan.bias = bias
-    plan.check_version()
-    k = plan.k
+    v = plan.versions
+    if v is not None and (plan.weight._version != v[0] or plan.weight_scale._version != v[1]):
+        plan.reset()  # an in-place update the version counters show: re-prepare
     if input.ndim == 2:
         m = input.shape[0]
-        x2d, xs2d = input, input_scale
-    else:
-        lead = input.shape[:-1]
-        m = input.numel() // k
-        x2d = input.reshape(m, k)
-        xs2d = input_scale.reshape(m, plan.kb) if input_scale is not None else None
-    if m == 0:  # idle data-parallel ranks: nothing to compute, no kernel launched
-        return torch.empty((*input.shape[:-1], plan.n), dtype=out, device=input.device)
-    y = plan.run(x2d, xs2d, out, requested)
+        if m == 0:  # idle data-parallel ranks: nothing to compute, no kernel launched
+            return torch.empty((0, plan.n), dtype=out, device=input.device)
+        y = plan.run(input, input_scale, out, requested)
+        return y if bias is None else y + bias.to(out)
+    lead = input.shape[:-1]
+    m = input.numel() // plan.k
+    if m == 0:
+        return torch.empty((*lead, plan.n), dtype=out, device=input.device)
+    xs2d = input_scale.reshape(m, plan.kb) if input_scale is not None else None
+    y = plan.run(input.reshape(m, plan.k), xs2d, out, requested)
     if bias is not None:
         y = y + bias.to(out)
-    if input.ndim != 2:
-        y = y.reshape(*lead, plan.n)
-    return y
+    return y.reshape(*lead, plan.n)
 
 
 def _impl(input, weight, weight_scale, input_scale, bias, block, out_dtype, requested) -> torch.Tensor:
@@ -174,12 +185,14 @@ def w8a8_block_fp8_linear(input: torch.Tensor, weight: torch.Tensor, weight_scal
         requested = dispatch.resolve_request(backend)
         return torch.ops.rocm_fp8.w8a8_block_fp8_linear(input, weight, weight_scale, input_scale, bias,
                                                         block[0], block[1], out_dtype, requested)
-    plan = dispatch._plans.get(id(weight))
+    plan = _plans.get(id(weight))
     if plan is None or plan.weight is not weight or plan.weight_scale is not weight_scale or plan.block != block_size:
         block, out_dtype = check_args(input, weight, weight_scale, input_scale, bias, block_size, out_dtype)
         plan = dispatch.plan_for(weight, weight_scale, block)
         plan.bias = bias
-    return run_plan(plan, input, input_scale, bias, out_dtype, dispatch.resolve_request(backend))
+    s = dispatch._settings
+    requested = s["requested"] if backend == "auto" and s is not None else dispatch.resolve_request(backend)
+    return run_plan(plan, input, input_scale, bias, out_dtype, requested)
 
 
 @torch.library.custom_op("rocm_fp8::w8a8_block_fp8_linear", mutates_args=())
