@@ -21,11 +21,13 @@ from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resol
 
 from torch.nn.modules import module as _nn_module
 
-
-def _GLOBAL_HOOKS() -> bool:
-    m = _nn_module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
-                or m._global_backward_pre_hooks)
+# nn.Module's global hook registries (mutated in place by torch.nn.modules.module.register_module_*)
+_HOOKS_F = _nn_module._global_forward_hooks
+_HOOKS_FP = _nn_module._global_forward_pre_hooks
+_HOOKS_B = _nn_module._global_backward_hooks
+_HOOKS_BP = _nn_module._global_backward_pre_hooks
+_tracing = torch._C._get_tracing_state
+_compiling = torch.compiler.is_compiling
 
 
 #: the M buckets ``plan()`` fills by default: 1 .. 32768
@@ -164,24 +166,27 @@ class Fp8BlockLinear(nn.Module):
         super().__setattr__(name, value)
 
     # -- forward ---------------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
+    def __call__(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         # nn.Module.__call__ spends about a microsecond on hook bookkeeping, as much as the rest of
-        # this layer's host path; with no hooks, no compiled call and no tracing, go straight to forward.
+        # this layer's host path: with no hooks, no compiled call, no tracing and no torch.compile,
+        # run the forward pass directly. Otherwise nn.Module's own call (which then calls forward).
         if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
-                or self._compiled_call_impl is not None or _GLOBAL_HOOKS() or torch._C._get_tracing_state()):
-            return super().__call__(*args, **kwargs)
-        return self.forward(*args, **kwargs)
-
-    def forward(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return w8a8_block_fp8_linear(x, self.weight, self.weight_scale, input_scale=x_scale, bias=self.bias,
-                                         block_size=self.block_size, out_dtype=self.out_dtype, backend=self.backend)
+                or _HOOKS_F or _HOOKS_FP or _HOOKS_B or _HOOKS_BP or self._compiled_call_impl is not None
+                or _tracing() or _compiling()):
+            return super().__call__(x, x_scale)
         plan = self._wplan or self._weight_plan()
         requested = self.backend
         if requested == "auto":
             s = dispatch._settings
             requested = s["requested"] if s is not None else dispatch.resolve_request("auto")
         return run_plan(plan, x, x_scale, self._parameters["bias"], self.out_dtype, requested)
+
+    def forward(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return w8a8_block_fp8_linear(x, self.weight, self.weight_scale, input_scale=x_scale, bias=self.bias,
+                                         block_size=self.block_size, out_dtype=self.out_dtype, backend=self.backend)
+        return run_plan(self._wplan or self._weight_plan(), x, x_scale, self._parameters["bias"], self.out_dtype,
+                        dispatch.resolve_request(self.backend))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
