@@ -47,6 +47,10 @@ class AiterTritonBackend(Backend):
                               weight.shape[1])
 
     def quantize_input(self, x, fp8_dtype, group_size=128):
+        if x.shape[-1] % 128:
+            # a partial last group: rocm_fp8's own quantizer, whose scale layout for it is tested here
+            # (aiter's HIP per-1x128 quant is not documented for it)
+            return super().quantize_input(x, fp8_dtype, group_size)
         return _aiter.hip_quant(x, fp8_dtype)
 
     def run(self, x_q, x_scale, prepared, out_dtype):
