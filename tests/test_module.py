@@ -71,3 +71,20 @@ def test_bad_construction_arguments():
         Fp8BlockLinear.from_linear(torch.nn.Conv1d(1, 1, 1))
     with pytest.raises(TypeError, match=r"weight: expected an FP8 tensor"):
         Fp8BlockLinear.from_checkpoint(torch.randn(128, 128), torch.ones(1, 1))
+
+
+def test_hooks_still_run_when_the_call_skips_nn_module_bookkeeping(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
+    x = torch.randn(3, 256, generator=rng)
+    plain = layer(x)
+    seen = []
+    handle = layer.register_forward_hook(lambda mod, args, out: seen.append(out.shape) or out * 2)
+    torch.testing.assert_close(layer(x), plain * 2)
+    handle.remove()
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, args: seen.append("global"))
+    try:
+        layer(x)
+    finally:
+        pre.remove()
+    assert seen == [(3, 128), "global"]
+    torch.testing.assert_close(layer(x), plain)

@@ -26,7 +26,6 @@ _HOOKS_F = _nn_module._global_forward_hooks
 _HOOKS_FP = _nn_module._global_forward_pre_hooks
 _HOOKS_B = _nn_module._global_backward_hooks
 _HOOKS_BP = _nn_module._global_backward_pre_hooks
-_tracing = torch._C._get_tracing_state
 _compiling = torch.compiler.is_compiling
 
 
@@ -168,11 +167,12 @@ class Fp8BlockLinear(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         # nn.Module.__call__ spends about a microsecond on hook bookkeeping, as much as the rest of
-        # this layer's host path: with no hooks, no compiled call, no tracing and no torch.compile,
-        # run the forward pass directly. Otherwise nn.Module's own call (which then calls forward).
+        # this layer's host path: with no hooks, no compiled call and no torch.compile, run the forward
+        # pass directly. Otherwise nn.Module's own call (which then calls forward). (torch.jit.trace
+        # records the same operations either way; only its module scope names need nn.Module's call.)
         if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
                 or _HOOKS_F or _HOOKS_FP or _HOOKS_B or _HOOKS_BP or self._compiled_call_impl is not None
-                or _tracing() or _compiling()):
+                or _compiling()):
             return super().__call__(x, x_scale)
         plan = self._wplan or self._weight_plan()
         requested = self.backend
