@@ -88,3 +88,16 @@ def test_hooks_still_run_when_the_call_skips_nn_module_bookkeeping(rng):
         pre.remove()
     assert seen == [(3, 128), "global"]
     torch.testing.assert_close(layer(x), plain)
+
+
+def test_a_replaced_weight_is_validated_and_replanned(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
+    x = torch.randn(2, 256, generator=rng)
+    layer(x)
+    assert layer._plan
+    layer.weight = torch.zeros(128, 256, dtype=torch.float8_e4m3fn)   # assignment drops the plan
+    assert layer._plan == {}
+    torch.testing.assert_close(layer(x), layer.bias.detach().float().expand(2, 128))  # zero weight: y = bias
+    layer.weight_scale = torch.ones(1, 1)
+    with pytest.raises(ValueError, match=r"weight_scale: expected shape \(1, 2\) = \[ceil\(N/128\), ceil\(K/128\)\]"):
+        layer(x)

@@ -114,7 +114,11 @@ class Fp8BlockLinear(nn.Module):
     def _weight_plan(self) -> "dispatch.WeightPlan":
         plan = self._wplan
         if plan is None:
-            plan = dispatch.WeightPlan(self._buffers["weight"], self._buffers["weight_scale"], self.block_size)
+            weight, scale = self._buffers["weight"], self._buffers["weight_scale"]
+            # the weight is validated once per plan (a replaced buffer makes a new plan); inputs per call
+            check_args(torch.empty(0, weight.shape[-1], device=weight.device), weight, scale, None,
+                       self._parameters["bias"], self.block_size, None)
+            plan = dispatch.WeightPlan(weight, scale, self.block_size)
             self._wplan = plan
         return plan
 
