@@ -51,3 +51,14 @@ def test_aligned_k_is_not_copied(rng):
     prepared = TorchScaledMMBackend().prepare_weight(w_q, w_s)
     assert prepared.weight.data_ptr() == w_q.data_ptr()
     assert padded_k(1024) == 1024 and padded_k(384) == 512 and padded_k(2304) == 2560
+
+
+def test_inference_tensors_prepared_inside_and_run_outside_inference_mode(rng):
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    with torch.inference_mode():
+        w_q, w_s = quantize_weight(torch.randn(200, 392, generator=rng), dtype="e4m3fn")
+        x_q, x_s = quantize_activation(torch.randn(5, 392, generator=rng), dtype="e4m3fn")
+        prepared = backend.prepare_weight(w_q, w_s)
+    y = backend.run(x_q, x_s.t().contiguous().t(), prepared, torch.float32)   # outside, column-major scales
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
