@@ -132,8 +132,9 @@ def test_peer_grid_case(grid, m, n, k, out_dtype):
             _ROWS.append(row)
             failures.append(f"{backend}: {type(exc).__name__}: {exc}")
             continue
-        d = rocm_fp8.explain(n, k, m, out_dtype=NAMES[out_dtype], backend=backend, weight=b, fp8_dtype=None,
-                             device_type="cuda")
+        # the decision that actually ran: the weight's bound call for this bucket, dtype and request
+        call = dispatch._plans[id(b)].calls[(dispatch.bucket(m), out_dtype, False, dispatch.resolve_request(backend))]
+        d = call.decision
         computes = dispatch._NAME_DTYPES[dispatch.compute_dtype(d)]
         fell_back = [note for note in d.notes if note.startswith("fell back")]
         try:
