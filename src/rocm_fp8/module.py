@@ -14,12 +14,11 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
 from rocm_fp8 import dispatch
 from rocm_fp8.ops import check_args, run_plan, w8a8_block_fp8_linear
 from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resolve_fp8_dtype
-
-from torch.nn.modules import module as _nn_module
 
 # nn.Module's global hook registries (mutated in place by torch.nn.modules.module.register_module_*)
 _HOOKS_F = _nn_module._global_forward_hooks
