@@ -18,6 +18,10 @@ when its version changes. Inference tensors (made under ``torch.inference_mode()
 counter: an in-place update to one must be announced with :func:`invalidate_weight` (or
 ``Fp8BlockLinear.reset_plan()``), and so must a change made through ``.data``.
 
+Lifetime: a layer's plan lives with the layer. The functional op keeps its plans (and so the
+weights it has seen, which the prepared layouts reference) until ``clear_caches()`` or
+``invalidate_weight(w)``: a process that replaces its weights should call one of them.
+
 Fallback: with ``backend="auto"``, an exception raised inside a backend's own methods
 (``prepare_weight``, ``bind``, ``quantize_input`` or the bound call) marks that backend failed for
 this weight and M bucket, is logged once, shows in the decision's ``considered`` and ``notes``, and
