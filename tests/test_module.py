@@ -101,3 +101,17 @@ def test_a_replaced_weight_is_validated_and_replanned(rng):
     layer.weight_scale = torch.ones(1, 1)
     with pytest.raises(ValueError, match=r"weight_scale: expected shape \(1, 2\) = \[ceil\(N/128\), ceil\(K/128\)\]"):
         layer(x)
+
+
+def test_a_layer_called_inside_compiled_code_traces_fullgraph_and_matches_the_reference(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 256), fp8_dtype="e4m3fn")
+
+    def f(x):
+        return layer(x) * 2 + 1
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 256, generator=rng)
+    ref = rocm_fp8.w8a8_block_fp8_linear(x, layer.weight, layer.weight_scale, bias=layer.bias, backend="reference")
+    torch.testing.assert_close(compiled(x), ref * 2 + 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), ref * 2 + 1)
