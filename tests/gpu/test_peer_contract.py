@@ -7,9 +7,10 @@ table says it does; anything else (an error, a refusal, a fallback, a result off
 mean|out - ref| / mean|ref| >= 1e-3) fails. A backend that computes bfloat16 and casts once (the
 decision's note says so) is judged against the reference rounded to bfloat16 first.
 
-    ROCM_FP8_RESULTS_DIR=bench/results python3 -m pytest tests/gpu/test_peer_contract.py -q
+    ROCM_FP8_RESULTS_DIR=bench/results python3 -m pytest tests/gpu/test_peer_contract.py -q -k vllm
+    ROCM_FP8_RESULTS_DIR=bench/results python3 -m pytest tests/gpu/test_peer_contract.py -q -k sglang
 
-writes ``peer-contract-<device>.json`` (every case, backend, error or refusal, with the device
+writes ``peer-contract-<grids>-<device>.json`` (every case, backend, error or refusal, with the device
 name and torch/triton versions) into that directory.
 """
 
@@ -89,7 +90,8 @@ def results_file():
     import triton
 
     device = torch.cuda.get_device_name()
-    path = Path(out) / f"peer-contract-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"
+    grids = "-".join(sorted({r["grid"] for r in _ROWS}))   # run per grid (-k vllm, -k sglang): one file each
+    path = Path(out) / f"peer-contract-{grids}-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     errs = [r["error"] for r in _ROWS if r.get("error") is not None]
     path.write_text(json.dumps({
