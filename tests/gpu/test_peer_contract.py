@@ -10,7 +10,7 @@ decision's note says so) is judged against the reference rounded to bfloat16 fir
     ROCM_FP8_RESULTS_DIR=bench/results python3 -m pytest tests/gpu/test_peer_contract.py -q -k vllm
     ROCM_FP8_RESULTS_DIR=bench/results python3 -m pytest tests/gpu/test_peer_contract.py -q -k sglang
 
-writes ``peer-contract-<grids>-<device>.json`` (every case, backend, error or refusal, with the device
+writes ``peer-contract-<grids>-M<ms>-<device>.json`` (every case, backend, error or refusal, with the device
 name and torch/triton versions) into that directory.
 """
 
@@ -90,8 +90,11 @@ def results_file():
     import triton
 
     device = torch.cuda.get_device_name()
-    grids = "-".join(sorted({r["grid"] for r in _ROWS}))   # run per grid (-k vllm, -k sglang): one file each
-    path = Path(out) / f"peer-contract-{grids}-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"
+    # one file per selection (-k vllm, -k "sglang and M512-", ...): named by its grids and M values
+    grids = "-".join(sorted({r["grid"] for r in _ROWS}))
+    ms = ".".join(str(m) for m in sorted({r["m"] for r in _ROWS}))
+    dev = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
+    path = Path(out) / f"peer-contract-{grids}-M{ms}-{dev}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     errs = [r["error"] for r in _ROWS if r.get("error") is not None]
     path.write_text(json.dumps({
