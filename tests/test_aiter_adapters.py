@@ -200,5 +200,5 @@ def test_explicit_aiter_backend_whose_import_fails_raises_a_clear_error(monkeypa
     monkeypatch.setattr(AiterCKBackend, "supports", lambda self, problem, tc: (True, ""))
     w_q, w_s = quantize_weight(torch.randn(256, 256, generator=rng), dtype="e4m3fn")
     x_q, x_s = quantize_activation(torch.randn(4, 256, generator=rng), dtype="e4m3fn")
-    with pytest.raises(rocm_fp8.BackendFailedError, match=r"aiter-ck failed for M=4 N=256 K=256 .*aiter could not be imported"):
+    with pytest.raises(rocm_fp8.BackendFailedError, match=r"aiter-ck failed for M<=4 N=256 K=256 while preparing the weight .*aiter could not be imported"):
         dispatch.run_2d(x_q, x_s, w_q, w_s, torch.bfloat16, (128, 128), "aiter-ck")

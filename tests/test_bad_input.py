@@ -27,10 +27,20 @@ def test_mismatched_k(layer):
         w8a8_block_fp8_linear(torch.randn(2, 384), wq, ws)
 
 
-def test_k_not_divisible_by_128():
+def test_partial_k_group_needs_ceil_k_scales():
+    # K = 200 is allowed (a partial last group), but the scale then has ceil(200/128) = 2 columns
     wq = torch.randn(128, 200).to(torch.float8_e4m3fn)
-    with pytest.raises(ValueError, match=r"weight: expected K \(dim 1\) divisible by block_size\[1\]=128, got K=200"):
-        w8a8_block_fp8_linear(torch.randn(2, 200), wq, torch.ones(1, 2))
+    with pytest.raises(ValueError, match=r"weight_scale: expected shape \(1, 2\) = \[ceil\(N/128\), ceil\(K/128\)\] .* got \(1, 1\)"):
+        w8a8_block_fp8_linear(torch.randn(2, 200), wq, torch.ones(1, 1))
+    xq, xs = quantize_activation(torch.randn(2, 200), dtype=torch.float8_e4m3fn)
+    assert xs.shape == (2, 2)
+    with pytest.raises(ValueError, match=r"input_scale: expected shape \(2, 2\) = \[..., ceil\(K/128\)\], got \(2, 1\)"):
+        w8a8_block_fp8_linear(xq, wq, torch.ones(1, 2), input_scale=xs[:, :1])
+
+
+def test_empty_weight():
+    with pytest.raises(ValueError, match=r"weight: expected a non-empty \[N, K\] tensor, got shape \(0, 128\)"):
+        w8a8_block_fp8_linear(torch.randn(2, 128), torch.empty(0, 128, dtype=torch.float8_e4m3fn), torch.ones(0, 1))
 
 
 def test_scale_of_wrong_shape(layer):
@@ -123,8 +133,8 @@ def test_explicit_backend_that_cannot_run_raises_with_its_reason(layer):
 
 
 def test_quantize_errors_name_their_argument():
-    with pytest.raises(ValueError, match=r"x: expected a last dimension \(K\) divisible by group_size=128, got shape \(2, 100\)"):
-        quantize_activation(torch.randn(2, 100), dtype="e4m3fn")
+    with pytest.raises(ValueError, match=r"x: expected a non-empty last dimension \(K\), got shape \(2, 0\)"):
+        quantize_activation(torch.randn(2, 0), dtype="e4m3fn")
     with pytest.raises(ValueError, match=r"dtype: expected 'e4m3fn' or 'e4m3fnuz', got 'e5m2'"):
         quantize_weight(torch.randn(128, 128), dtype="e5m2")
     with pytest.raises(TypeError, match=r"w: expected a float32/float16/bfloat16 tensor, got torch.int64"):

@@ -73,9 +73,55 @@ def test_layer_compiles_fullgraph(rng):
 
 
 def test_bad_construction_arguments():
-    with pytest.raises(ValueError, match=r"in_features: expected a multiple of block_size\[1\]=128, got 100"):
-        Fp8BlockLinear(100, 256)
+    with pytest.raises(ValueError, match=r"in_features: expected a positive int, got 0"):
+        Fp8BlockLinear(0, 256)
+    with pytest.raises(ValueError, match=r"block_size: expected a pair of positive ints"):
+        Fp8BlockLinear(256, 256, block_size=(128,))
     with pytest.raises(TypeError, match=r"linear: expected a torch.nn.Linear, got Conv1d"):
         Fp8BlockLinear.from_linear(torch.nn.Conv1d(1, 1, 1))
     with pytest.raises(TypeError, match=r"weight: expected an FP8 tensor"):
         Fp8BlockLinear.from_checkpoint(torch.randn(128, 128), torch.ones(1, 1))
+
+
+def test_hooks_still_run_when_the_call_skips_nn_module_bookkeeping(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
+    x = torch.randn(3, 256, generator=rng)
+    plain = layer(x)
+    seen = []
+    handle = layer.register_forward_hook(lambda mod, args, out: seen.append(out.shape) or out * 2)
+    torch.testing.assert_close(layer(x), plain * 2)
+    handle.remove()
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, args: seen.append("global"))
+    try:
+        layer(x)
+    finally:
+        pre.remove()
+    assert seen == [(3, 128), "global"]
+    torch.testing.assert_close(layer(x), plain)
+
+
+def test_a_replaced_weight_is_validated_and_replanned(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
+    x = torch.randn(2, 256, generator=rng)
+    layer(x)
+    assert layer._plan
+    layer.weight = torch.zeros(128, 256, dtype=torch.float8_e4m3fn)   # assignment drops the plan
+    assert layer._plan == {}
+    torch.testing.assert_close(layer(x), layer.bias.detach().float().expand(2, 128))  # zero weight: y = bias
+    layer.weight_scale = torch.ones(1, 1)
+    with pytest.raises(ValueError, match=r"weight_scale: expected shape \(1, 2\) = \[ceil\(N/128\), ceil\(K/128\)\]"):
+        layer(x)
+
+
+def test_a_layer_called_inside_compiled_code_traces_fullgraph_and_matches_the_reference(rng):
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 256), fp8_dtype="e4m3fn")
+
+    def f(x):
+        return layer(x) * 2 + 1
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 256, generator=rng)
+    ref = rocm_fp8.w8a8_block_fp8_linear(x, layer.weight, layer.weight_scale, bias=layer.bias, backend="reference")
+    torch.testing.assert_close(compiled(x), ref * 2 + 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), ref * 2 + 1)

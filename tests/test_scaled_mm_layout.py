@@ -21,6 +21,7 @@ def emulated_blockwise(x_q, b, scale_a, scale_b, out_dtype):
     m, k = x_q.shape
     kb, n = b.shape
     assert k == kb, "A and B disagree on K"
+    assert n % 16 == 0, f"N={n} is not a multiple of 16"
     assert m % 4 == 0, f"M={m} is not a multiple of 4"
     assert (k // 128) % 4 == 0, f"K/128={k // 128} is not a multiple of 4"
     assert scale_a.shape == (m, k // 128) and scale_a.stride() == (1, m), "activation scales not M-contiguous"
@@ -30,7 +31,8 @@ def emulated_blockwise(x_q, b, scale_a, scale_b, out_dtype):
     return (x @ (b.t().double() * sb).t()).to(out_dtype)
 
 
-@pytest.mark.parametrize("n,k", [(256, 384), (384, 256), (128, 2304), (256, 512)])
+# (200, 392): N not a multiple of 16 and a partial last K group (392 = 3 x 128 + 8)
+@pytest.mark.parametrize("n,k", [(256, 384), (384, 256), (128, 2304), (256, 512), (200, 392)])
 @pytest.mark.parametrize("m", [1, 5, 8, 33])
 def test_padding_keeps_the_product_exact(n, k, m, rng):
     backend = TorchScaledMMBackend()
@@ -38,7 +40,7 @@ def test_padding_keeps_the_product_exact(n, k, m, rng):
     w_q, w_s = quantize_weight(torch.randn(n, k, generator=rng), dtype="e4m3fn")
     x_q, x_s = quantize_activation(torch.randn(m, k, generator=rng), dtype="e4m3fn")
     prepared = backend.prepare_weight(w_q, w_s)
-    assert prepared.extra["b"].shape == (padded_k(k), n)
+    assert prepared.extra["b"].shape == (padded_k(k), -(-n // 16) * 16)
     y = backend.run(x_q, x_s, prepared, torch.float32)
     assert y.shape == (m, n)
     assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
@@ -49,3 +51,14 @@ def test_aligned_k_is_not_copied(rng):
     prepared = TorchScaledMMBackend().prepare_weight(w_q, w_s)
     assert prepared.weight.data_ptr() == w_q.data_ptr()
     assert padded_k(1024) == 1024 and padded_k(384) == 512 and padded_k(2304) == 2560
+
+
+def test_inference_tensors_prepared_inside_and_run_outside_inference_mode(rng):
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    with torch.inference_mode():
+        w_q, w_s = quantize_weight(torch.randn(200, 392, generator=rng), dtype="e4m3fn")
+        x_q, x_s = quantize_activation(torch.randn(5, 392, generator=rng), dtype="e4m3fn")
+        prepared = backend.prepare_weight(w_q, w_s)
+    y = backend.run(x_q, x_s.t().contiguous().t(), prepared, torch.float32)   # outside, column-major scales
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)

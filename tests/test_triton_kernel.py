@@ -238,8 +238,8 @@ def test_bad_inputs_name_the_argument(kernel, monkeypatch):
         gemm(x_q, x_s, w_q, w_s.t())
     with pytest.raises(TypeError, match="x_scale: expected torch.float32"):
         gemm(x_q, x_s.half(), w_q, w_s)
-    with pytest.raises(TypeError, match="out_dtype: expected torch.bfloat16 or torch.float16"):
-        gemm(x_q, x_s, w_q, w_s, torch.float32)
+    with pytest.raises(TypeError, match="out_dtype: expected torch.bfloat16, torch.float16 or torch.float32"):
+        gemm(x_q, x_s, w_q, w_s, torch.float64)
     with pytest.raises(ValueError, match="x_q: expected a 2-D tensor"):
         gemm(x_q[None], x_s, w_q, w_s)
     with pytest.raises(ValueError, match="x_q: expected a K-contiguous tensor"):

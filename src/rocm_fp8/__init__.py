@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 from rocm_fp8.backends import all_backends, backend_names, get_backend, register_backend, unregister_backend
 from rocm_fp8.backends.base import Backend, PreparedWeight, Problem
-from rocm_fp8.dispatch import clear_caches
+from rocm_fp8.dispatch import clear_caches, invalidate_weight
 from rocm_fp8.errors import (
     BackendFailedError,
     BackendUnavailableError,
@@ -38,6 +38,6 @@ __all__ = [
     "w8a8_block_fp8_linear", "Fp8BlockLinear", "explain", "quantize_activation", "quantize_weight",
     "dequantize_activation", "dequantize_weight", "e4m3fn_to_e4m3fnuz", "Toolchain", "Backend", "Problem",
     "PreparedWeight", "Verdict", "register_backend", "unregister_backend", "get_backend", "all_backends",
-    "backend_names", "clear_caches", "Fp8Error", "BackendUnavailableError", "UnsafeBackendError",
+    "backend_names", "clear_caches", "invalidate_weight", "Fp8Error", "BackendUnavailableError", "UnsafeBackendError",
     "BackendFailedError", "NoBackendError", "__version__",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch, policy
@@ -14,19 +14,23 @@ from rocm_fp8.toolchain import Toolchain, detect
 def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, backend: str = "auto",
             fp8_dtype: Optional[str] = None, out_dtype: str = "bfloat16", device_type: Optional[str] = None,
             block_size: Sequence[int] = (128, 128), evidence: Optional[Sequence] = None,
-            disabled: Optional[Iterable[str]] = None) -> policy.Decision:
+            disabled: Optional[Iterable[str]] = None, weight=None,
+            failed: Optional[Mapping[str, str]] = None) -> policy.Decision:
     """Which backend would run ``[m, k] x [n, k]^T``, why, and what happened to every other one.
 
     ``toolchain`` defaults to the detected one (``Toolchain.hypothetical(...)`` describes another
     machine). ``evidence`` defaults to the probe reports and ledger for that toolchain; ``disabled``
     to ``ROCM_FP8_DISABLE``. Unlike the op, this never raises for a backend that cannot run: the
     decision says why.
+
+    The decision also says how the output dtype is produced (a note "<backend> writes float32" or
+    "<backend> computes bfloat16, cast once to float32"). ``weight`` (a tensor the op has run with)
+    or ``failed`` ({backend: why}) add the backends that failed at run time for that weight: auto
+    skipped them, and they appear in ``considered`` and ``notes``.
     """
     for name, v in (("n", n), ("k", k), ("m", m)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if k % block_size[1]:
-        raise ValueError(f"k: expected a multiple of the block size {block_size[1]}, got {k}")
     if toolchain is None:
         toolchain = detect()
     if backend != "auto" and backend not in _registry.backend_names():
@@ -43,9 +47,11 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
         evidence = dispatch.default_sources(toolchain)
     if disabled is None:
         disabled = dispatch.settings()["disabled"]
+    if failed is None and weight is not None:
+        failed = dispatch.failures_for(weight, m)
     problem = Problem(m, n, k, fp8_dtype, out_dtype, int(block_size[0]), int(block_size[1]), device_type)
-    return policy.decide(toolchain, problem, _registry.all_backends(), evidence, requested=backend,
-                         disabled=disabled)
+    return dispatch.decide_problem(toolchain, problem, _registry.all_backends(), evidence, requested=backend,
+                                   disabled=disabled, failed=failed)
 
 
 def table_info(toolchain: Toolchain) -> Optional[dict]:

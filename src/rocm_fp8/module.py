@@ -1,8 +1,11 @@
 """``Fp8BlockLinear``: an ``nn.Module`` holding an FP8 block-quantized weight and its plan.
 
-The plan maps an M bucket to (backend, prepared weight). It is filled once per bucket (or all at
-once by :meth:`Fp8BlockLinear.plan`, which is what to call before CUDA/HIP graph capture), so the
-forward pass does one dictionary lookup and the kernel call: no detection, no policy.
+The layer owns a :class:`~rocm_fp8.dispatch.WeightPlan` for its weight: its bound calls, one per
+(M bucket, output dtype, input kind, request), are filled on first use or all at once by
+:meth:`Fp8BlockLinear.plan` (what to call before CUDA/HIP graph capture). ``forward`` runs the
+functional op's own path (:func:`rocm_fp8.ops.run_plan`): a cheap activation check, one dictionary
+lookup and the kernel call. Replacing the weight (``.to()``, ``load_state_dict``, assignment) drops
+the plan; an in-place update of an inference-mode weight must be announced with :meth:`reset_plan`.
 """
 
 from __future__ import annotations
@@ -11,13 +14,21 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
-from rocm_fp8 import backends as _registry
 from rocm_fp8 import dispatch
 from rocm_fp8.explain import explain as explain_decision
-from rocm_fp8.ops import _FLOAT_INPUTS, _impl, check_args, finish, w8a8_block_fp8_linear
+from rocm_fp8.ops import check_args, run_plan, w8a8_block_fp8_linear
 from rocm_fp8.quant import FP8_NAMES, e4m3fn_to_e4m3fnuz, quantize_weight, resolve_fp8_dtype
 from rocm_fp8.toolchain import detect
+
+# nn.Module's global hook registries (mutated in place by torch.nn.modules.module.register_module_*)
+_HOOKS_F = _nn_module._global_forward_hooks
+_HOOKS_FP = _nn_module._global_forward_pre_hooks
+_HOOKS_B = _nn_module._global_backward_hooks
+_HOOKS_BP = _nn_module._global_backward_pre_hooks
+_compiling = torch.compiler.is_compiling
+
 
 #: the M buckets ``plan()`` fills by default: 1 .. 32768
 DEFAULT_PLAN_MS = tuple(1 << i for i in range(16))
@@ -32,24 +43,24 @@ class Fp8BlockLinear(nn.Module):
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if (not isinstance(block_size, (tuple, list)) or len(block_size) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size)):
+            raise ValueError(f"block_size: expected a pair of positive ints such as (128, 128), got {block_size!r}")
         bn, bk = int(block_size[0]), int(block_size[1])
-        if in_features % bk:
-            raise ValueError(f"in_features: expected a multiple of block_size[1]={bk}, got {in_features}")
         fp8 = resolve_fp8_dtype(fp8_dtype, "fp8_dtype")
         self.in_features, self.out_features = in_features, out_features
         self.block_size = (bn, bk)
         self.out_dtype = out_dtype
         self.backend = dispatch.resolve_request(backend) if backend != "auto" else "auto"
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=fp8, device=device))
-        self.register_buffer("weight_scale", torch.empty(-(-out_features // bn), in_features // bk,
+        self.register_buffer("weight_scale", torch.empty(-(-out_features // bn), -(-in_features // bk),
                                                          dtype=torch.float32, device=device))
         if bias:
             self.bias = nn.Parameter(torch.empty(out_features, dtype=bias_dtype or out_dtype or torch.bfloat16,
                                                  device=device), requires_grad=False)
         else:
             self.register_parameter("bias", None)
-        self._plan: dict[tuple, tuple] = {}
-        self._plan_generation = dispatch.generation
+        self._wplan: Optional[dispatch.WeightPlan] = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -99,92 +110,84 @@ class Fp8BlockLinear(nn.Module):
         return layer
 
     # -- the plan --------------------------------------------------------------------------------
-    def _key(self, m: int, device_type: str, out_dtype: torch.dtype) -> tuple:
-        return (dispatch.bucket(m), device_type, out_dtype)
+    def _weight_plan(self) -> "dispatch.WeightPlan":
+        plan = self._wplan
+        if plan is None:
+            weight, scale = self._buffers["weight"], self._buffers["weight_scale"]
+            # the weight is validated once per plan (a replaced buffer makes a new plan); inputs per call
+            check_args(torch.empty(0, weight.shape[-1], device=weight.device), weight, scale, None,
+                       self._parameters["bias"], self.block_size, None)
+            plan = dispatch.WeightPlan(weight, scale, self.block_size)
+            self._wplan = plan
+        return plan
 
-    def _entry(self, m: int, device_type: str, out_dtype: torch.dtype):
-        if self._plan_generation != dispatch.generation:
-            self._plan.clear()
-            self._plan_generation = dispatch.generation
-        key = self._key(m, device_type, out_dtype)
-        entry = self._plan.get(key)
-        if entry is None:
-            requested = dispatch.resolve_request(self.backend)
-            d = dispatch.decide(self.out_features, self.in_features, m, FP8_NAMES[self.weight.dtype],
-                                dispatch._DTYPE_NAMES[out_dtype], device_type, requested, self.block_size)
-            dispatch.raise_for(d)
-            be = _registry.get_backend(d.backend)
-            prepared = dispatch.prepared_weight(be, self.weight, self.weight_scale, self.block_size)
-            entry = (be, prepared, d)
-            self._plan[key] = entry
-        return entry
+    @property
+    def _plan(self) -> dict:
+        """The bound calls made so far: (M bucket, out dtype, float input?, request) -> bound call."""
+        return self._wplan.calls if self._wplan is not None else {}
 
     def plan(self, ms: Iterable[int] = DEFAULT_PLAN_MS, input_dtype: torch.dtype = torch.bfloat16) -> dict[int, str]:
-        """Decide and prepare weights for every M bucket in ``ms`` now, for inputs of ``input_dtype``
-        (an FP8 dtype for pre-quantized input); returns {bucket: backend}. Call before graph capture
-        so that capture never prepares a weight."""
-        out_dtype = self.out_dtype or (torch.bfloat16 if input_dtype in FP8_NAMES else input_dtype)
-        device_type = self.weight.device.type
-        return {dispatch.bucket(m): self._entry(m, device_type, out_dtype)[0].name for m in ms}
+        """Decide, prepare the weight and bind for every M bucket in ``ms`` now, for inputs of
+        ``input_dtype`` (an FP8 dtype for pre-quantized input); returns {bucket: backend}. Call
+        before graph capture so that capture never prepares a weight."""
+        fp8_input = input_dtype in FP8_NAMES
+        out_dtype = self.out_dtype or (torch.bfloat16 if fp8_input else input_dtype)
+        requested = dispatch.resolve_request(self.backend)
+        plan = self._weight_plan()
+        plan.check_version()
+        return {dispatch.bucket(m): plan.bind((dispatch.bucket(m), out_dtype, not fp8_input, requested)).backend.name
+                for m in ms}
 
-    def explain(self, m: int):
+    def explain(self, m: int, input_dtype: torch.dtype = torch.bfloat16):
+        """The decision for ``m`` rows of ``input_dtype``, with this layer's run-time fallbacks."""
+        out_dtype = self.out_dtype or (torch.bfloat16 if input_dtype in FP8_NAMES else input_dtype)
+        failed = self._wplan.failed.get(dispatch.bucket(m), {}) if self._wplan is not None else {}
         return explain_decision(self.out_features, self.in_features, m, fp8_dtype=FP8_NAMES[self.weight.dtype],
-                       out_dtype=dispatch._DTYPE_NAMES[self.out_dtype or torch.bfloat16],
-                       device_type=self.weight.device.type, block_size=self.block_size, backend=self.backend)
+                       out_dtype=dispatch.DTYPE_NAMES[out_dtype], device_type=self.weight.device.type,
+                       block_size=self.block_size, backend=self.backend, failed=failed)
 
     def reset_plan(self) -> None:
-        self._plan.clear()
+        """Forget bound calls and prepared weights: announce an in-place weight update that the
+        version counter cannot show (inference tensors have none)."""
+        self._wplan = None
 
     # The plan holds prepared copies of the weight: anything that replaces the weight drops it.
     def _apply(self, fn, *args, **kwargs):
-        self._plan.clear()
+        self._wplan = None
         return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._plan.clear()
+        self._wplan = None
         return super()._load_from_state_dict(*args, **kwargs)
 
+    def __setattr__(self, name, value):
+        if name in ("weight", "weight_scale"):
+            self.__dict__["_wplan"] = None
+        super().__setattr__(name, value)
+
     # -- forward ---------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # nn.Module.__call__ spends about a microsecond on hook bookkeeping, as much as the rest of
+        # this layer's host path: with no hooks, no compiled call and no torch.compile, run the forward
+        # pass directly. Otherwise nn.Module's own call (which then calls forward). (torch.jit.trace
+        # records the same operations either way; only its module scope names need nn.Module's call.)
+        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
+                or _HOOKS_F or _HOOKS_FP or _HOOKS_B or _HOOKS_BP or self._compiled_call_impl is not None
+                or _compiling()):
+            return super().__call__(x, x_scale)
+        plan = self._wplan or self._weight_plan()
+        requested = self.backend
+        if requested == "auto":
+            s = dispatch._settings
+            requested = s["requested"] if s is not None else dispatch.resolve_request("auto")
+        return run_plan(plan, x, x_scale, self._parameters["bias"], self.out_dtype, requested)
+
     def forward(self, x: torch.Tensor, x_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return w8a8_block_fp8_linear(x, self.weight, self.weight_scale, input_scale=x_scale, bias=self.bias,
                                          block_size=self.block_size, out_dtype=self.out_dtype, backend=self.backend)
-        if self._input_ok(x, x_scale):
-            block = self.block_size
-            out_dtype = self.out_dtype or (x.dtype if x_scale is None else torch.bfloat16)
-        else:  # the full check, for its precise message (or for an unusual but valid call)
-            block, out_dtype = check_args(x, self.weight, self.weight_scale, x_scale, self.bias, self.block_size,
-                                          self.out_dtype)
-        lead = x.shape[:-1]
-        m = x.numel() // self.in_features if self.in_features else 0
-        if m == 0:
-            return _impl(x, self.weight, self.weight_scale, x_scale, self.bias, block, out_dtype, self.backend)
-        be, prepared, _ = self._entry(m, x.device.type, out_dtype)
-        x2d = x.reshape(m, self.in_features)
-        if x_scale is None:
-            xq, xs = be.quantize_input(x2d, self.weight.dtype, block[1])
-        else:
-            xq, xs = x2d, x_scale.reshape(m, self.in_features // block[1])
-        try:
-            y = be.run(xq, xs, prepared, out_dtype)
-        except (ValueError, TypeError):
-            raise
-        except Exception:  # noqa: BLE001 - let the dispatcher report or fall back
-            self._plan.pop(self._key(m, x.device.type, out_dtype), None)
-            return _impl(x, self.weight, self.weight_scale, x_scale, self.bias, block, out_dtype, self.backend)
-        return finish(y, self.bias, out_dtype, lead)
-
-    def _input_ok(self, x, x_scale) -> bool:
-        """The common case, cheaply: the weight was checked when the layer was built."""
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.in_features:
-            return False
-        if x.device != self.weight.device:
-            return False
-        if x_scale is None:
-            return x.dtype in _FLOAT_INPUTS
-        return (isinstance(x_scale, torch.Tensor) and x.dtype == self.weight.dtype and x_scale.dtype == torch.float32
-                and x_scale.device == x.device
-                and x_scale.shape == (*x.shape[:-1], self.in_features // self.block_size[1]))
+        return run_plan(self._wplan or self._weight_plan(), x, x_scale, self._parameters["bias"], self.out_dtype,
+                        dispatch.resolve_request(self.backend))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -1,10 +1,16 @@
 """The public FP8 block-scale linear op.
 
-``w8a8_block_fp8_linear`` checks its arguments (every message names the argument, what was
-expected and what came), flattens the input to 2-D, and hands over to :mod:`rocm_fp8.dispatch`.
-In eager mode it calls the implementation directly (the least host overhead); under
-``torch.compile`` it goes through the custom op ``torch.ops.rocm_fp8.w8a8_block_fp8_linear``, which
-has a fake implementation so ``fullgraph=True`` traces through it.
+``w8a8_block_fp8_linear`` validates a weight once (its :class:`~rocm_fp8.dispatch.WeightPlan` is
+found by ``id(weight)`` and an identity check), the activation on every call (a cheap check that
+falls through to the full one for its precise message), flattens the input to 2-D and runs the
+plan's bound call. ``Fp8BlockLinear`` runs the same path (:func:`run_plan`). Under
+``torch.compile`` the op goes through the custom op ``torch.ops.rocm_fp8.w8a8_block_fp8_linear``,
+which has a fake implementation so ``fullgraph=True`` traces through it.
+
+The contract (README, "The op's contract"): input [..., K] bf16/fp16/fp32 or FP8 with
+``input_scale`` [..., ceil(K/bk)]; weight [N, K] FP8 with ``weight_scale`` [ceil(N/bn), ceil(K/bk)]
+(K need not be a multiple of bk: the last group is partial); out bf16/fp16/fp32; M may be 0;
+tensors may be inference tensors; scales and activations may be strided views.
 """
 
 from __future__ import annotations
@@ -14,10 +20,18 @@ from typing import Optional, Sequence
 import torch
 
 from rocm_fp8 import dispatch
+from rocm_fp8.dispatch import _plans
 from rocm_fp8.quant import QUANT_MAX
 
-_FLOAT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
-_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+FLOAT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_FLOAT_INPUTS = FLOAT_INPUTS  # the old private names
+_OUT_DTYPES = OUT_DTYPES
+_FLOAT_SET = frozenset(FLOAT_INPUTS)
+_OUT_SET = frozenset(OUT_DTYPES)
+_Tensor = torch.Tensor
+_F32 = torch.float32
+_BF16 = torch.bfloat16
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -44,15 +58,16 @@ def check_args(input, weight, weight_scale, input_scale, bias, block_size, out_d
     if weight.dim() != 2:
         raise ValueError(f"weight: expected a 2-D [N, K] tensor, got shape {tuple(weight.shape)}")
     n, k = weight.shape
-    if k % bk:
-        raise ValueError(f"weight: expected K (dim 1) divisible by block_size[1]={bk}, got K={k}")
+    if n == 0 or k == 0:
+        raise ValueError(f"weight: expected a non-empty [N, K] tensor, got shape {tuple(weight.shape)}")
+    kb = _cdiv(k, bk)
     if input.dim() < 1 or input.shape[-1] != k:
         raise ValueError(f"input: expected last dimension K={k} to match weight [N={n}, K={k}], "
                          f"got shape {tuple(input.shape)}")
     if weight_scale.dtype != torch.float32:
         raise TypeError(f"weight_scale: expected torch.float32, got {weight_scale.dtype}")
-    if tuple(weight_scale.shape) != (_cdiv(n, bn), k // bk):
-        raise ValueError(f"weight_scale: expected shape ({_cdiv(n, bn)}, {k // bk}) = [ceil(N/{bn}), K/{bk}] "
+    if tuple(weight_scale.shape) != (_cdiv(n, bn), kb):
+        raise ValueError(f"weight_scale: expected shape ({_cdiv(n, bn)}, {kb}) = [ceil(N/{bn}), ceil(K/{bk})] "
                          f"for weight [{n}, {k}], got {tuple(weight_scale.shape)}")
     if input.dtype in QUANT_MAX:
         if input.dtype != weight.dtype:
@@ -62,9 +77,10 @@ def check_args(input, weight, weight_scale, input_scale, bias, block_size, out_d
         _check_tensor(input_scale, "input_scale")
         if input_scale.dtype != torch.float32:
             raise TypeError(f"input_scale: expected torch.float32, got {input_scale.dtype}")
-        want = tuple(input.shape[:-1]) + (k // bk,)
+        want = tuple(input.shape[:-1]) + (kb,)
         if tuple(input_scale.shape) != want:
-            raise ValueError(f"input_scale: expected shape {want} = [..., K/{bk}], got {tuple(input_scale.shape)}")
+            raise ValueError(f"input_scale: expected shape {want} = [..., ceil(K/{bk})], "
+                             f"got {tuple(input_scale.shape)}")
         default_out = torch.bfloat16
     elif input.dtype in _FLOAT_INPUTS:
         if input_scale is not None:
@@ -91,27 +107,65 @@ def check_args(input, weight, weight_scale, input_scale, bias, block_size, out_d
     return (bn, bk), out_dtype
 
 
-def _impl(input, weight, weight_scale, input_scale, bias, block, out_dtype, requested) -> torch.Tensor:
-    n, k = weight.shape
+def _fast_out_dtype(plan: "dispatch.WeightPlan", input, input_scale, bias, out_dtype):
+    """The common call, checked cheaply against a validated weight: its output dtype, or None to
+    run the full check (for its precise message, or for an unusual but valid call)."""
+    if input.__class__ is not _Tensor:
+        return None
+    shape = input.shape
+    nd = len(shape)
+    if not nd or shape[nd - 1] != plan.k or input.device != plan.device:
+        return None
+    dtype = input.dtype
+    if input_scale is None:
+        if dtype not in _FLOAT_SET:
+            return None
+        default = dtype
+    else:
+        if dtype != plan.fp8 or input_scale.__class__ is not _Tensor or input_scale.dtype != _F32:
+            return None
+        ss = input_scale.shape
+        if len(ss) != nd or ss[nd - 1] != plan.kb or input_scale.device != plan.device:
+            return None
+        if (ss[0] != shape[0]) if nd == 2 else (ss[:-1] != shape[:-1]):
+            return None
+        default = _BF16
+    if bias is not None and bias is not plan.bias:
+        return None
+    if out_dtype is None:
+        return default
+    return out_dtype if out_dtype in _OUT_SET else None
+
+
+def run_plan(plan: "dispatch.WeightPlan", input, input_scale, bias, out_dtype, requested: str) -> torch.Tensor:
+    """The one execution path of the op and the layer: check the activation, flatten, run, add bias."""
+    out = _fast_out_dtype(plan, input, input_scale, bias, out_dtype)
+    if out is None:
+        _, out = check_args(input, plan.weight, plan.weight_scale, input_scale, bias, plan.block, out_dtype)
+        plan.bias = bias
+    v = plan.versions
+    if v is not None and (plan.weight._version != v[0] or plan.weight_scale._version != v[1]):
+        plan.reset()  # an in-place update the version counters show: re-prepare
+    if input.ndim == 2:
+        m = input.shape[0]
+        if m == 0:  # idle data-parallel ranks: nothing to compute, no kernel launched
+            return torch.empty((0, plan.n), dtype=out, device=input.device)
+        y = plan.run(input, input_scale, out, requested)
+        return y if bias is None else y + bias.to(out)
     lead = input.shape[:-1]
-    m = 1
-    for d in lead:
-        m *= d
+    m = input.numel() // plan.k
     if m == 0:
-        return torch.empty(*lead, n, dtype=out_dtype, device=input.device)
-    x2d = input.reshape(m, k)
-    xs2d = input_scale.reshape(m, k // block[1]) if input_scale is not None else None
-    y = dispatch.run_2d(x2d, xs2d, weight, weight_scale, out_dtype, block, requested)
-    return finish(y, bias, out_dtype, lead)
-
-
-def finish(y: torch.Tensor, bias: Optional[torch.Tensor], out_dtype: torch.dtype, lead) -> torch.Tensor:
-    """A backend's [M, N] result -> [..., N] in ``out_dtype``, with the bias added."""
+        return torch.empty((*lead, plan.n), dtype=out, device=input.device)
+    xs2d = input_scale.reshape(m, plan.kb) if input_scale is not None else None
+    y = plan.run(input.reshape(m, plan.k), xs2d, out, requested)
     if bias is not None:
-        y = y + bias.to(y.dtype)
-    if y.dtype != out_dtype:
-        y = y.to(out_dtype)
-    return y.reshape(*lead, y.shape[-1])
+        y = y + bias.to(out)
+    return y.reshape(*lead, plan.n)
+
+
+def _impl(input, weight, weight_scale, input_scale, bias, block, out_dtype, requested) -> torch.Tensor:
+    return run_plan(dispatch.plan_for(weight, weight_scale, tuple(block)), input, input_scale, bias, out_dtype,
+                    requested)
 
 
 def w8a8_block_fp8_linear(input: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, *,
@@ -121,17 +175,24 @@ def w8a8_block_fp8_linear(input: torch.Tensor, weight: torch.Tensor, weight_scal
     """``y = dequant(input) @ dequant(weight).T + bias`` with FP8 block scales.
 
     ``input`` [..., K] is bf16/fp16/fp32 (quantized per 1x128 group on the fly) or FP8 with
-    ``input_scale`` [..., K/128]. ``weight`` [N, K] FP8 (e4m3fn or e4m3fnuz) with ``weight_scale``
-    [ceil(N/128), K/128] fp32; scales are dequantization multipliers. Returns [..., N] in
-    ``out_dtype``, else the input's dtype, else bf16 for FP8 input. ``backend`` is "auto" or a
-    backend name; an explicit backend that cannot run (or is known to be wrong here) raises.
+    ``input_scale`` [..., ceil(K/128)]. ``weight`` [N, K] FP8 (e4m3fn or e4m3fnuz) with
+    ``weight_scale`` [ceil(N/128), ceil(K/128)] fp32; scales are dequantization multipliers. Returns
+    [..., N] in ``out_dtype``, else the input's dtype, else bf16 for FP8 input. ``backend`` is
+    "auto" or a backend name; an explicit backend that cannot run (or is known to be wrong here) raises.
     """
-    block, out_dtype = check_args(input, weight, weight_scale, input_scale, bias, block_size, out_dtype)
-    requested = dispatch.resolve_request(backend)
     if torch.compiler.is_compiling():
+        block, out_dtype = check_args(input, weight, weight_scale, input_scale, bias, block_size, out_dtype)
+        requested = dispatch.resolve_request(backend)
         return torch.ops.rocm_fp8.w8a8_block_fp8_linear(input, weight, weight_scale, input_scale, bias,
                                                         block[0], block[1], out_dtype, requested)
-    return _impl(input, weight, weight_scale, input_scale, bias, block, out_dtype, requested)
+    plan = _plans.get(id(weight))
+    if plan is None or plan.weight is not weight or plan.weight_scale is not weight_scale or plan.block != block_size:
+        block, out_dtype = check_args(input, weight, weight_scale, input_scale, bias, block_size, out_dtype)
+        plan = dispatch.plan_for(weight, weight_scale, block)
+        plan.bias = bias
+    s = dispatch._settings
+    requested = s["requested"] if backend == "auto" and s is not None else dispatch.resolve_request(backend)
+    return run_plan(plan, input, input_scale, bias, out_dtype, requested)
 
 
 @torch.library.custom_op("rocm_fp8::w8a8_block_fp8_linear", mutates_args=())

@@ -65,22 +65,28 @@ def quantize_activation(x: torch.Tensor, group_size: int = 128,
                         dtype: Union[None, str, torch.dtype] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``x [..., K]`` per 1 x ``group_size`` group along K.
 
-    Returns ``(x_q [..., K] fp8, x_scale [..., K/group_size] float32)``.
+    Returns ``(x_q [..., K] fp8, x_scale [..., ceil(K/group_size)] float32)``. K need not be a
+    multiple of the group: the last group is partial (its scale covers the columns it has).
     """
     _check_float(x, "x")
     fp8 = resolve_fp8_dtype(dtype)
-    if not isinstance(group_size, int) or group_size <= 0:
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size <= 0:
         raise ValueError(f"group_size: expected a positive int, got {group_size!r}")
-    if x.dim() < 1 or x.shape[-1] % group_size != 0:
-        raise ValueError(f"x: expected a last dimension (K) divisible by group_size={group_size}, "
-                         f"got shape {tuple(x.shape)}")
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise ValueError(f"x: expected a non-empty last dimension (K), got shape {tuple(x.shape)}")
     k = x.shape[-1]
-    groups = x.reshape(*x.shape[:-1], k // group_size, group_size).float()
+    kb = -(-k // group_size)
+    xf = x.float()
+    if kb * group_size != k:
+        xf = torch.nn.functional.pad(xf, (0, kb * group_size - k))
+    groups = xf.reshape(*x.shape[:-1], kb, group_size)
     amax = groups.abs().amax(dim=-1, keepdim=True)
     fmax = QUANT_MAX[fp8]
     scale = (amax / fmax).clamp(min=_MIN_SCALE)
-    q = (groups / scale).clamp(-fmax, fmax).to(fp8)
-    return q.reshape(x.shape), scale.squeeze(-1)
+    q = (groups / scale).clamp(-fmax, fmax).to(fp8).reshape(*x.shape[:-1], kb * group_size)
+    if kb * group_size != k:
+        q = q[..., :k].contiguous()
+    return q, scale.squeeze(-1)
 
 
 def quantize_weight(w: torch.Tensor, block_size: tuple[int, int] = (128, 128),
@@ -124,8 +130,8 @@ def dequantize_weight(w_q: torch.Tensor, w_scale: torch.Tensor,
 
 
 def dequantize_activation(x_q: torch.Tensor, x_scale: torch.Tensor, group_size: int = 128) -> torch.Tensor:
-    """``x_q [..., K]`` fp8 with ``x_scale [..., K/group]`` -> float32 ``[..., K]``."""
-    return x_q.float() * x_scale.float().repeat_interleave(group_size, -1)
+    """``x_q [..., K]`` fp8 with ``x_scale [..., ceil(K/group)]`` -> float32 ``[..., K]``."""
+    return x_q.float() * x_scale.float().repeat_interleave(group_size, -1)[..., : x_q.shape[-1]]
 
 
 def e4m3fn_to_e4m3fnuz(w_q: torch.Tensor, w_scale: torch.Tensor,

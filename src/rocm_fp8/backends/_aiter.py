@@ -83,13 +83,24 @@ def check_here(name: str, toolchain) -> tuple[bool, str]:
     return OK
 
 
-def check_problem(name: str, problem: Problem, toolchain, out_dtypes=("bfloat16", "float16")) -> tuple[bool, str]:
+def check_problem(name: str, problem: Problem, toolchain, out_dtypes=("bfloat16", "float16"),
+                  partial_k: bool = False) -> tuple[bool, str]:
+    """The checks every aiter adapter shares. ``partial_k``: the kernel takes a K that is not a
+    multiple of 128 (a partial last scale group); only aiter's Triton kernel does (see below)."""
     if problem.device_type != "cuda":
         return refuse(f"{name}: tensors are on {problem.device_type}, the kernel needs them on the GPU")
     if (problem.block_n, problem.block_k) != (128, 128):
         return refuse(f"{name}: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
     if problem.k % 128:
-        return refuse(f"{name}: K must be a multiple of 128, got {problem.k}")
+        if not partial_k:
+            # aiter's CK block-scale GEMMs are instantiated with GemmSpecialization::Default (no K
+            # padding) and KPerBlock >= 128: another K fails IsSupportedArgument ("This GEMM is not
+            # supported!"), csrc/ck_gemm_a8w8_blockscale/include/gemm_a8w8_blockscale_common.cuh
+            return refuse(f"{name}: K must be a multiple of 128 (aiter's CK kernels do not pad K), got K={problem.k}")
+        if problem.k <= 64:
+            # aiter's Triton wrapper derives the scale group as next_pow2(ceil(K / ceil(K/128))) and
+            # asserts it is 128 (aiter/ops/triton/gemm/basic/gemm_a8w8_blockscale.py): K <= 64 breaks it
+            return refuse(f"{name}: a K below 128 must exceed 64 for aiter's scale-group inference, got K={problem.k}")
     want = toolchain.fp8_flavour
     if problem.fp8_dtype != want:
         return refuse(f"{name}: {toolchain.arch} computes in float8_{want}, the weight is float8_{problem.fp8_dtype}"

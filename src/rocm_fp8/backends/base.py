@@ -11,8 +11,13 @@ is *not* the backend's call: the known-issues ledger and the probe evidence deci
 (see ``rocm_fp8.evidence``), so a backend only reports what it can physically do.
 
 Once a backend is chosen for a layer, ``prepare_weight`` runs once (weight shuffles, scale
-layouts) and ``run`` is the hot path: 2-D FP8 activations, fp32 activation scales
-``[M, K/128]`` (any strides), the prepared weight, and the output dtype.
+layouts), then ``bind`` once per (layer, M bucket, output dtype): it returns the hot-path callable
+``fn(x_q, x_scale) -> y``. ``x_q`` is 2-D FP8 ``[M, K]`` (K-contiguous unless the backend copes with
+other strides), ``x_scale`` fp32 ``[M, ceil(K/128)]`` with any strides (row-major, or the
+column-major view ``strides (1, M)``). The default ``bind`` wraps ``run``, so a backend may
+implement ``run`` only; one that can precompute (a launch configuration, a grid, a warmed
+launcher) overrides ``bind``. ``supports`` refuses an output dtype the kernel cannot write: the
+dispatcher then asks for bfloat16 and casts once.
 
 Third-party backends subclass :class:`Backend` (or implement the same attributes) and call
 ``rocm_fp8.register_backend``; the dispatcher and the probe then treat them like ours.
@@ -21,7 +26,7 @@ Third-party backends subclass :class:`Backend` (or implement the same attributes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from rocm_fp8.quant import quantize_activation
 
@@ -113,6 +118,18 @@ class Backend:
     def quantize_input(self, x: "torch.Tensor", fp8_dtype: "torch.dtype", group_size: int = 128):
         """2-D float activations -> (x_q [M, K] fp8, x_scale [M, K/group] fp32)."""
         return quantize_activation(x, group_size, dtype=fp8_dtype)
+
+    # -- once per (layer, M bucket, output dtype) ------------------------------------------------
+    def bind(self, prepared: PreparedWeight, out_dtype: "torch.dtype",
+             m_bucket: int) -> Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]:
+        """The callable the dispatcher calls per request: ``fn(x_q, x_scale) -> y [M, N]`` in
+        ``out_dtype`` for any M in the bucket (``m_bucket`` is its upper end). Default: ``run``."""
+        run = self.run
+
+        def call(x_q, x_scale):
+            return run(x_q, x_scale, prepared, out_dtype)
+
+        return call
 
     # -- hot path ---------------------------------------------------------------------------------
     def run(self, x_q: "torch.Tensor", x_scale: "torch.Tensor", prepared: PreparedWeight,

@@ -5,6 +5,10 @@ scales [M, K/128] M-contiguous (strides (1, M)) and the weight scales as ``w_sca
 ([K/128, N/128]). It refuses M that is not a multiple of 4 (CUBLAS_STATUS_NOT_SUPPORTED at
 M = 1, 2, 3, 5, 15, 17, 33, 65; fine at 4, 8, 12, 16, 24, 32, 48, 64 on an H100 with torch
 2.11+cu130, bench/env_probe.py): such M are padded up with zero rows (scale 1), which are dropped.
+K is zero-padded to a multiple of 512 (see ``padded_k``), which also serves a partial last K group,
+and N to a multiple of 16 (the output's extra columns are dropped). cuBLASLt's blockwise FP8 writes
+bfloat16 only: ``supports`` refuses other output dtypes, so the dispatcher computes bfloat16 and
+casts once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from rocm_fp8.toolchain import parse_version
 MIN_M = 4
 #: and M is rounded up to a multiple of this (measured: cuBLASLt refuses other M)
 ALIGN_M = 4
+#: N is padded to a multiple of this (cuBLASLt's FP8 operands need 16-byte aligned leading dimensions)
+ALIGN_N = 16
 
 _QUANT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
 _quant_module = False  # not looked up yet; None: triton is not importable
@@ -81,10 +87,6 @@ class TorchScaledMMBackend(Backend):
             return refuse(f"torch-scaled-mm: cuBLASLt takes e4m3fn, got {problem.fp8_dtype}")
         if problem.out_dtype != "bfloat16":
             return refuse(f"torch-scaled-mm: cuBLASLt blockwise FP8 writes bfloat16 only, got {problem.out_dtype}")
-        if problem.k % 128 != 0:
-            return refuse(f"torch-scaled-mm: K must be a multiple of 128, got K={problem.k}")
-        if problem.n % 16 != 0:
-            return refuse(f"torch-scaled-mm: N must be a multiple of 16, got N={problem.n}")
         return OK
 
     def tuned_for(self, problem: Problem, toolchain) -> bool:
@@ -98,13 +100,14 @@ class TorchScaledMMBackend(Backend):
     def prepare_weight(self, weight, weight_scale):
         w = weight if weight.stride(-1) == 1 else weight.contiguous()
         n, k = w.shape
-        kp = padded_k(k)
-        if kp != k:
-            # zero K columns (their scale is irrelevant: 1) so that K/128 is a multiple of 4; see padded_k
-            wp = torch.zeros((n, kp), dtype=w.dtype, device=w.device)
-            wp[:, :k] = w
+        kp, np_ = padded_k(k), -(-n // ALIGN_N) * ALIGN_N
+        if (kp, np_) != (k, n):
+            # zero K columns (scale 1: irrelevant) so that K/128 is a multiple of 4 (see padded_k), which also
+            # completes a partial last K group; zero N rows so that N is a multiple of 16 (cuBLASLt's alignment)
+            wp = torch.zeros((np_, kp), dtype=w.dtype, device=w.device)
+            wp[:n, :k] = w
             sp = torch.ones((weight_scale.shape[0], kp // 128), dtype=torch.float32, device=w.device)
-            sp[:, : k // 128] = weight_scale
+            sp[:, : weight_scale.shape[1]] = weight_scale
             w, weight_scale = wp, sp
         # cuBLASLt reads B column-major [K, N] and its scales as [K/128, N/128].
         return PreparedWeight(self.name, w, weight_scale, n, k, extra={"b": w.t(), "scale_b": weight_scale.t()})
@@ -126,8 +129,8 @@ class TorchScaledMMBackend(Backend):
         return run
 
     def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
-        return scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype,
-                                   self._api)
+        y = scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype, self._api)
+        return y if y.shape[1] == prepared.n else y[:, : prepared.n].contiguous()
 
 
 def padded_k(k: int) -> int:
@@ -153,7 +156,7 @@ def scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype=torch.bfloat16, api=
         xp = torch.zeros((mp, kb), dtype=x_q.dtype, device=x_q.device)
         xp[:m, :k] = x_q
         sp = torch.ones((kb // 128, mp), dtype=torch.float32, device=x_q.device)
-        sp[: k // 128, :m] = x_scale.t()
+        sp[: x_scale.shape[1], :m] = x_scale.t()
         x_q, scale_a = xp, sp.t()
     elif x_scale.stride(0) == 1 and x_scale.stride(1) == m:
         scale_a = x_scale

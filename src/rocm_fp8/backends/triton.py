@@ -18,7 +18,7 @@ from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
 from rocm_fp8.invalidation import bucket
 from rocm_fp8.toolchain import detect
 
-_OUT_DTYPES = ("bfloat16", "float16")
+_OUT_DTYPES = ("bfloat16", "float16", "float32")
 
 
 class TritonBackend(Backend):
@@ -48,11 +48,10 @@ class TritonBackend(Backend):
         if (problem.block_n, problem.block_k) != (128, 128):
             return refuse(f"triton: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
         if problem.out_dtype not in _OUT_DTYPES:
-            return refuse(f"triton: output must be bfloat16 or float16, got {problem.out_dtype}")
+            return refuse(f"triton: output must be bfloat16, float16 or float32, got {problem.out_dtype}")
         if problem.fp8_dtype not in ("e4m3fn", "e4m3fnuz"):
             return refuse(f"triton: FP8 dtype must be e4m3fn or e4m3fnuz, got {problem.fp8_dtype}")
-        if problem.k % 16 != 0:
-            return refuse(f"triton: K must be a multiple of 16, got K={problem.k}")
+        # any K: a partial last 128-group is masked in the kernel (EVEN_K=False), as K = 3884 needs
         if problem.device_type == "cpu":
             if not toolchain.triton_interpret:
                 return refuse("triton: CPU tensors need TRITON_INTERPRET=1")
