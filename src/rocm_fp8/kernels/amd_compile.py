@@ -232,9 +232,10 @@ def compile_blockscale(config, arch: str, n: int, k: int, *, fp8: Optional[str] 
     cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(dict(config))
     cfg = cfg.with_(tma=False)  # no TMA on AMD; the launcher ignores it there too
     fp8_name = fp8 or limits_for(arch).fp8_flavour
-    # the code depends on N and K only through their divisibility and K's tail; cache on that
-    n_rep = n if n % 16 else 16 * 1024
-    k_rep = k if k % 128 else 128 * max(1, -(-k // 128))
+    # The code depends on N and K only through their specialization (a multiple of 16, or 1) and on
+    # K's tail after the last full 128-wide block (EVEN_K): compile one representative of each class.
+    n_rep = 16 * 1024 if n % 16 == 0 else n
+    k_rep = 16 * 1024 + k % 128 if k % 16 == 0 else k
     return _compile_ours_cached(tuple(sorted(cfg.__dict__.items())), arch, fp8_name, out_dtype, n_rep, k_rep)
 
 
@@ -263,11 +264,15 @@ def load_aiter_kernels(aiter_dir: Path):
     if not (aiter_dir / "ops" / "triton").is_dir():
         raise FileNotFoundError(f"aiter_dir: expected an aiter package folder with ops/triton, got {aiter_dir}")
     alias = f"{_AITER_ALIAS}_{abs(hash(str(aiter_dir.resolve())))}"
-    if alias not in sys.modules:
-        pkg = types.ModuleType(alias)
-        pkg.__path__ = [str(aiter_dir)]
-        pkg.__file__ = str(aiter_dir / "__init__.py")
-        sys.modules[alias] = pkg
+    # aiter/__init__ (hipconfig) and aiter/ops/triton/__init__ (absolute "aiter." imports) are skipped:
+    # these package levels get empty modules; the kernel modules below them import relatively.
+    for sub in ("", "ops", "ops/triton"):
+        name = alias + (("." + sub.replace("/", ".")) if sub else "")
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(aiter_dir / sub)]
+            pkg.__file__ = str(aiter_dir / sub / "__init__.py")
+            sys.modules[name] = pkg
     for rel in _AITER_KERNEL_MODULES:
         parts = rel.split(".")
         if (aiter_dir.joinpath(*parts[:-1]) / f"{parts[-1]}.py").is_file():
