@@ -283,3 +283,45 @@ def test_bad_arch_and_aiter_dir_are_named():
         amd_compile.compile_blockscale(KernelConfig(), "gfx90a", 128, 128)
     with pytest.raises(FileNotFoundError, match="aiter_dir"):
         amd_compile.load_aiter_kernels(Path("/nonexistent"))
+
+
+def test_tuner_budgets_lds_per_arch_and_prunes_by_compile(capsys):
+    from rocm_fp8.kernels.arch_limits import estimate_lds_bytes
+    from rocm_fp8.tune import candidates, launchable
+
+    for m in (1, 64, 256, 4096):
+        h100 = candidates(m, hopper=True)
+        assert h100 == candidates(m, hopper=True, arch="sm90")
+        for arch in ARCHS:
+            amd = candidates(m, hopper=False, arch=arch)
+            assert amd and all(estimate_lds_bytes(c, arch) <= ARCH_LIMITS[arch].lds_bytes for c in amd)
+    # gfx942's 64 KiB drops the 4-stage 64x128 and 128x128 tiles that gfx950's 160 KiB keeps
+    wide = dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=False, tma=False)
+    assert wide in candidates(4096, hopper=False, arch="gfx950")
+    assert wide not in candidates(4096, hopper=False, arch="gfx942")
+    # 128x256 at 8 warps fits gfx950's LDS but spills: the cross-compile drops it before timing
+    spilling = dict(block_m=128, block_n=256, group_m=8, num_warps=8, num_stages=3, frame=True)
+    fine = dict(block_m=64, block_n=64, group_m=8, num_warps=4, num_stages=4)
+    assert launchable([spilling, fine], "gfx950", 7168, 2304) == [fine]
+    assert "VGPRs spilled" in capsys.readouterr().out
+
+
+def test_tuned_shape_list_is_read_from_the_installed_aiter(monkeypatch):
+    """With aiter importable (the pinned wheel's files), the tuned list comes from its config files and
+    equals the fallback list, which names its source and none of the shapes no aiter ships."""
+    from rocm_fp8.backends import _aiter
+
+    root = aiter_dir()
+    monkeypatch.syspath_prepend(str(root.parent))
+    _aiter.installed_tuned_shapes.cache_clear()
+    try:
+        assert _aiter.aiter_package_dir() == root
+        assert _aiter.installed_tuned_shapes("gfx950") == frozenset(_aiter.FALLBACK_TUNED_GFX950)
+        assert _aiter.installed_tuned_shapes("gfx942") == frozenset()
+    finally:
+        _aiter.installed_tuned_shapes.cache_clear()
+    for gone in ((7168, 2304), (7168, 16384), (16384, 1536)):
+        assert gone not in _aiter.FALLBACK_TUNED_GFX950
+    for (n, k), source in _aiter.FALLBACK_TUNED_GFX950.items():
+        assert (root / "ops/triton/configs/gemm" / source.rsplit("/", 1)[1]).is_file(), source
+    assert "aiter" not in sys.modules  # read without importing it
