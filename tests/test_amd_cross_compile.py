@@ -299,8 +299,8 @@ def test_tuner_budgets_lds_per_arch_and_prunes_by_compile(capsys):
     wide = dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=False, tma=False)
     assert wide in candidates(4096, hopper=False, arch="gfx950")
     assert wide not in candidates(4096, hopper=False, arch="gfx942")
-    # 128x256 at 8 warps fits gfx950's LDS but spills: the cross-compile drops it before timing
-    spilling = dict(block_m=128, block_n=256, group_m=8, num_warps=8, num_stages=3, frame=True)
+    # 256x256 at 8 warps and 2 stages fits gfx950's LDS but spills: the cross-compile drops it before timing
+    spilling = dict(block_m=256, block_n=256, group_m=8, num_warps=8, num_stages=2)
     fine = dict(block_m=64, block_n=64, group_m=8, num_warps=4, num_stages=4)
     assert launchable([spilling, fine], "gfx950", 7168, 2304) == [fine]
     assert "VGPRs spilled" in capsys.readouterr().out
@@ -325,3 +325,28 @@ def test_tuned_shape_list_is_read_from_the_installed_aiter(monkeypatch):
     for (n, k), source in _aiter.FALLBACK_TUNED_GFX950.items():
         assert (root / "ops/triton/configs/gemm" / source.rsplit("/", 1)[1]).is_file(), source
     assert "aiter" not in sys.modules  # read without importing it
+
+
+def test_doctor_reports_the_kernel_compiling_for_the_images_arch():
+    """`rocm-fp8 doctor`'s check, over a real compile with this Triton (as it runs in an image)."""
+    import triton
+
+    from rocm_fp8.doctor import FAIL, OK, WARN, Facts, _kernel_check, gather_kernel_facts
+
+    for arch in ARCHS:
+        facts = Facts()
+        gather_kernel_facts(facts, arch)
+        check = _kernel_check(facts)
+        assert check.status == OK, check
+        assert f"compiles for {arch} with Triton {triton.__version__}" in check.detail
+        assert "0 spilled" in check.detail and "LDS" in check.detail and "occupancy" in check.detail
+        assert len(facts.kernel_reports) == 2  # the table default and the small-M split-K default
+    none = Facts()
+    gather_kernel_facts(none, "sm90")
+    assert none.kernel_arch is None  # nothing to cross-compile for a non-AMD arch
+    bad = amd_compile.compile_blockscale(KernelConfig(block_m=128, block_n=128, num_warps=8, num_stages=2),
+                                         "gfx942", 7168, 2304, fp8="e4m3fn")
+    check = _kernel_check(Facts(kernel_arch="gfx942", kernel_reports=[bad.to_dict()]))
+    assert check.status == FAIL and "f16/bf16 MFMA" in check.detail, check
+    check = _kernel_check(Facts(kernel_arch="gfx950", kernel_error="ModuleNotFoundError: No module named 'triton'"))
+    assert check.status == WARN and "pytorch-triton-rocm" in check.fix
