@@ -3,7 +3,8 @@
 The unit tests resolve specs on this machine (git for real). The image test builds one flavour over
 the stand-in base with aiter from a local source tree: a tiny STAND-IN for aiter's source (a package
 named amd-aiter with one module, in a git repository with one commit), not aiter itself. It checks that
-the labels and `rocm-fp8 explain` inside the image name that commit, and that the ledger's
+the labels and `rocm-fp8 explain` inside the image name that commit (dated 2026-06-01, before the
+fix), and that the ledger's
 bpreshuffle-on-ROCm-7.2 verdict stays conservative for a commit not known to contain the fix.
 """
 
@@ -27,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _git(cwd: Path, *args: str) -> str:
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_AUTHOR_DATE": "2026-08-02T00:00:00Z",
-           "GIT_COMMITTER_DATE": "2026-08-02T00:00:00Z", "PATH": "/usr/bin:/bin"}
+           "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_AUTHOR_DATE": "2026-06-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-06-01T00:00:00Z", "PATH": "/usr/bin:/bin"}
     return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True,
                           env=env).stdout.strip()
 
@@ -94,7 +95,7 @@ def test_source_tree_records_head_date_and_which_fix_commits_it_contains(tmp_pat
     tree, shas = standin_aiter_tree(tmp_path, commits=2)
     # the first commit stands for a fix: the tree's HEAD contains it; an unrelated one it does not
     src = parse_aiter_spec(str(tree), (shas[0][:9], "0123456789"))
-    assert src.kind == "source" and src.commit == shas[1] and src.commit_date == "2026-08-02"
+    assert src.kind == "source" and src.commit == shas[1] and src.commit_date == "2026-06-01"
     assert src.includes == (shas[0][:9],)
     assert "source tree" in src.describe() and shas[1][:12] in src.describe()
 
@@ -174,8 +175,9 @@ def test_image_built_from_a_local_aiter_source_records_its_commit(docker_client,
         assert decision["toolchain"]["aiter_commit"] == sha
         bpre = next(c for c in decision["considered"] if c["backend"] == "aiter-bpreshuffle")
         text = json.dumps(bpre)
-        # a commit not known to contain d9e5ef7ce: the ROCm 7.2 verdict stays conservative and says why
-        assert sha[:12] in text and "not known to include the fix" in text, text
+        # a commit not known to contain d9e5ef7ce (and dated before it: the ledger also takes a commit
+        # dated after a fix as a sign of it): the ROCm 7.2 verdict stays conservative and says why
+        assert bpre["ok"] is False and sha[:12] in text and "not known to include the fix" in text, text
         print(f"\n[aiter stand-in] labels: aiter-commit={labels[PREFIX + 'aiter-commit']} "
               f"aiter-source={labels[PREFIX + 'aiter-source']!r}\n[aiter stand-in] explain: {bpre.get('reason')}")
     finally:
