@@ -61,9 +61,11 @@ def _flavours(c, rocm, arch):
     "allow_fixture": "accept a recorded-toolchain stand-in base (tests only)",
     "pull": "pull a base image that is not present locally",
     "max_jobs": "parallel compile jobs for the aiter prebuild (default: all cores of the build host)",
+    "aiter": "aiter to install: a pip requirement, git+URL@COMMIT, a local .whl or a source directory "
+             "(default: the PyPI pin)",
 })
 def build(c, rocm=None, arch=None, registry=None, wheelhouse=None, push=False, no_cache=False, repo=None,
-          prebuild=True, allow_fixture=False, pull=True, max_jobs=None):
+          prebuild=True, allow_fixture=False, pull=True, max_jobs=None, aiter=None):
     """Build rocm-fp8 images, streaming the build; prints a summary of what was built."""
     from rocm_fp8_deploy.build import BuildOptions, build as build_images, summary
 
@@ -73,7 +75,7 @@ def build(c, rocm=None, arch=None, registry=None, wheelhouse=None, push=False, n
         options = BuildOptions(repository=repo or cfg.repository, registry=registry or cfg.registry,
                                wheelhouse=wheelhouse or cfg.wheelhouse, push=push, no_cache=no_cache,
                                pull=pull, prebuild=prebuild, allow_fixture=allow_fixture, source_dir=str(ROOT),
-                               max_jobs=int(max_jobs) if max_jobs else None)
+                               max_jobs=int(max_jobs) if max_jobs else None, aiter=aiter)
         built = build_images(flavours, options)
     print("\n" + summary(built))
 

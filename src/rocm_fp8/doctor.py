@@ -7,6 +7,9 @@ Checks, each with the fix when it fails:
   GPU                                visible to torch, and of the arch the image was built for
   AITER_JIT_DIR                      set, and writable (aiter writes lock files even for prebuilt modules)
   configuration                      the baked file is readable and matches the live toolchain
+  triton kernel                      rocm_fp8's Triton kernel compiles for the image's arch with this
+                                     Triton (the table's default config): FP8 MFMA, no spills or scratch,
+                                     LDS within the arch's limit; its resource use is reported
 
 It never needs a GPU: without one it says what is missing.  Facts are gathered once
 (:func:`gather_facts`); the verdicts are the pure function :func:`run_checks` of those facts, so
@@ -80,6 +83,9 @@ class Facts:
     live_toolchain: Optional[dict] = None
     live_error: str = ""
     fixture: str = ""                              # $ROCM_FP8_TOOLCHAIN_FIXTURE
+    kernel_arch: Optional[str] = None              # AMD arch our kernel was compiled for (None: not tried)
+    kernel_reports: list[dict] = field(default_factory=list)  # amd_compile.ResourceReport dicts
+    kernel_error: str = ""
 
 
 def _arch(name: Optional[str]) -> Optional[str]:
@@ -194,6 +200,10 @@ def run_checks(facts: Facts) -> list[Check]:
         checks.append(Check("AITER_JIT_DIR", status, f"{facts.jit_dir} writable" + (f"; {prebuilt}" if prebuilt else ""),
                             "rebuild the image without --no-prebuild on a ROCm host" if status == WARN else ""))
 
+    # -- our Triton kernel, compiled for the image's arch with this Triton ---------------------------
+    if facts.kernel_arch:
+        checks.append(_kernel_check(facts))
+
     # -- configuration -----------------------------------------------------------------------------
     if facts.config is None:
         where = facts.config_path or ", ".join(facts.config_searched) or "the search path"
@@ -219,6 +229,48 @@ def run_checks(facts: Facts) -> list[Check]:
                                                                         "aiter_version") if baked_tc.get(k))
                 checks.append(Check("configuration vs toolchain", OK, f"matches the live toolchain ({summary})"))
     return checks
+
+
+def _kernel_check(facts: Facts) -> Check:
+    from rocm_fp8.kernels.amd_compile import ResourceReport
+
+    name, arch = "triton kernel", facts.kernel_arch
+    if facts.kernel_error:
+        missing = facts.kernel_error.startswith(("ModuleNotFoundError", "ImportError"))
+        return Check(name, WARN if missing else FAIL, f"cannot compile rocm_fp8's kernel for {arch}: {facts.kernel_error}",
+                     "install the Triton this image's torch pins (pytorch-triton-rocm)" if missing else
+                     "report it: the Triton backend would fail at its first launch")
+    reports = [ResourceReport.from_dict(r) for r in facts.kernel_reports]
+    problems = [f"{r.config.get('block_m')}x{r.config.get('block_n')}: {'; '.join(r.problems())}"
+                for r in reports if r.problems()]
+    used = "; ".join(r.summary().split(": ", 1)[1] for r in reports)
+    triton = reports[0].triton if reports else "?"
+    if problems:
+        return Check(name, FAIL, f"compiles for {arch} with Triton {triton} but cannot launch well: "
+                     + " | ".join(problems), "use a config table whose rows fit (rocm-fp8 tune), or another Triton")
+    return Check(name, OK, f"compiles for {arch} with Triton {triton}: {used}")
+
+
+def gather_kernel_facts(f: Facts, arch: Optional[str]) -> None:
+    """Compile our kernel for the AMD ``arch`` with the table's default config and a small-M default
+    (the split-K path), as the dispatcher would launch them; no GPU needed."""
+    from rocm_fp8.kernels.arch_limits import AMD_ARCHS
+
+    if arch not in AMD_ARCHS:
+        return
+    f.kernel_arch = arch
+    try:
+        from rocm_fp8 import kernel_configs
+        from rocm_fp8.kernels.amd_compile import compile_blockscale
+        from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
+
+        table = kernel_configs.table_for(None, arch)
+        configs = [default_config(1, 7168, 2304, arch=arch)]
+        if table is not None and table.default:
+            configs.insert(0, KernelConfig.from_dict({**configs[0].to_dict(), **table.default}).with_(split_k=1))
+        f.kernel_reports = [compile_blockscale(c, arch, 7168, 2304).to_dict() for c in configs]
+    except Exception as exc:  # noqa: BLE001 - a finding, not a crash
+        f.kernel_error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +345,8 @@ def gather_facts(dev: str = "/dev") -> Facts:
         f.live_toolchain = toolchain.detect_live(arch=baked_arch if baked_arch not in (None, "cpu") else None).to_dict()
     except Exception as exc:  # noqa: BLE001
         f.live_error = f"{type(exc).__name__}: {exc}"
+    live_arch = (f.live_toolchain or {}).get("arch")
+    gather_kernel_facts(f, baked_arch if baked_arch not in (None, "cpu") else live_arch)
     return f
 
 

@@ -193,8 +193,9 @@ def rel_error(y, ref) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict[str, Any]]:
-    """Configurations worth timing at this M (dicts for KernelConfig).
+def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Optional[str] = None) -> list[dict[str, Any]]:
+    """Configurations worth timing at this M (dicts for KernelConfig) whose shared memory fits ``arch``
+    (default: an H100's budget; see :mod:`rocm_fp8.kernels.arch_limits`).
 
     Small M is weight-bandwidth bound: narrow tiles and split-K to occupy every SM. Large M is
     tensor-core bound: wide tiles, the rescaled-accumulator scheme (``frame``), TMA loads and a
@@ -255,8 +256,31 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True) -> list[dict
                          programs_per_sm=2),
                     dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=5, persistent=True, tma=True),
                     dict(block_m=64, block_n=256, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True)]
-    # drop configs whose shared memory (stages x (BM + BN) x 128 B) cannot fit in 228 KB
-    return [c for c in out if c["num_stages"] * (c["block_m"] + c["block_n"]) * 128 <= 220 * 1024]
+    # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
+    from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
+
+    lim = limits_for(arch or "sm90")
+    if lim is None:
+        return out
+    return [c for c in out if estimate_lds_bytes(c, lim.arch) <= lim.lds_bytes]
+
+
+def launchable(cands: list[dict[str, Any]], arch: Optional[str], n: int, k: int) -> list[dict[str, Any]]:
+    """The candidates that can launch on ``arch``. On AMD each one is cross-compiled first and
+    dropped (with the reason printed) if the code object spills, needs scratch, exceeds the LDS or
+    misses its waves_per_eu: Triton would only find out at launch, or run it slowly."""
+    from rocm_fp8.kernels.amd_compile import fits_compiled
+    from rocm_fp8.kernels.arch_limits import AMD_ARCHS, fits
+
+    check = fits_compiled if arch in AMD_ARCHS else (lambda c, a, n_, k_: fits(c, a))
+    kept = []
+    for c in cands:
+        ok, why = check(c, arch, n, k)
+        if ok:
+            kept.append(c)
+        else:
+            print(f"skipped (cannot launch well): {why}", flush=True)
+    return kept
 
 
 def _precompile_worker(payload):
@@ -356,17 +380,21 @@ def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, w
 
     from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm, default_config
 
+    from rocm_fp8.toolchain import detect
+
     hopper = torch.version.hip is None and torch.cuda.get_device_capability()[0] >= 9
+    arch = detect().arch
     rows = []
     for m in ms:
         set_bytes = m * k + n * k + 4 * (m + n) * (k // 128) + 2 * m * n
         sets = make_sets(m, n, k, fp8, rotation_sets(set_bytes), seed=m + n + k)
         ref = reference(*sets[0])
         floor = accuracy_floor(ref, torch.bfloat16)
-        cands = candidates(m, quick=quick, hopper=hopper)
-        default = default_config(m, n, k).to_dict()
+        cands = candidates(m, quick=quick, hopper=hopper, arch=arch)
+        default = default_config(m, n, k, arch=arch).to_dict()
         if default not in cands:
             cands.append(default)
+        cands = launchable(cands, arch, n, k)
         best = None
         results = []
         for cfg_d in cands:
@@ -680,7 +708,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shapes = args.shapes
     print(f"tuning {len(shapes)} shape(s) x {len(ms)} M on {device} ({tc.arch}, {sm_count} SMs/CUs): "
           f"{' '.join(f'{n},{k}' for n, k in shapes)}", file=sys.stderr, flush=True)
-    items = [(m, n, k, c) for n, k in shapes for m in ms for c in candidates(m, quick=args.quick, hopper=hopper)]
+    items = [(m, n, k, c) for n, k in shapes for m in ms for c in candidates(m, quick=args.quick, hopper=hopper, arch=tc.arch)]
     precompile(items, fp8_name, args.jobs)
     bar = Progress(len(shapes) * len(ms), "tune")
     say = bar.note

@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,7 +31,8 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from rocm_fp8_deploy import engine
 from rocm_fp8_deploy.errors import DeployError
-from rocm_fp8_deploy.flavours import AITER_VERSION, DEFAULT_REPOSITORY, Flavour, normalise_mirror, split_registry
+from rocm_fp8_deploy.flavours import (AITER_VERSION, DEFAULT_REPOSITORY, AiterSource, Flavour, normalise_mirror,
+                                      parse_aiter_spec, split_registry)
 from rocm_fp8_deploy.labels import FIXTURE_LABEL, PREFIX, build_labels
 
 Log = Callable[[str], None]
@@ -64,6 +65,7 @@ class BuildOptions:
     allow_fixture: bool = False               # accept a recorded-toolchain fixture base (tests)
     max_jobs: Optional[int] = None
     source_dir: Optional[str] = None
+    aiter: Optional[str] = None               # --aiter SPEC (flavours.parse_aiter_spec); None: the PyPI pin
 
 
 @dataclass
@@ -103,14 +105,14 @@ def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
             _add_bytes(tar, rel, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644)
 
 
-def check_wheelhouse(wheelhouse: str) -> Path:
+def check_wheelhouse(wheelhouse: str, aiter_from_pypi: bool = True) -> Path:
     path = Path(wheelhouse).expanduser()
     if not path.is_dir():
         raise DeployError(f"--wheelhouse {wheelhouse}: no such directory; create one with "
                           "`invoke wheelhouse --dest DIR` on a machine with PyPI access")
     wheels = [p.name for p in path.glob("*.whl")]
     aiter = [w for w in wheels if w.startswith(f"amd_aiter-{AITER_VERSION}-")]
-    if not aiter:
+    if aiter_from_pypi and not aiter:
         raise DeployError(f"--wheelhouse {wheelhouse} has no amd_aiter-{AITER_VERSION} wheel (found {len(wheels)} "
                           "wheels); rebuild it with `invoke wheelhouse --dest DIR`")
     for needed in ("setuptools", "wheel"):
@@ -120,9 +122,27 @@ def check_wheelhouse(wheelhouse: str) -> Path:
     return path
 
 
-def write_context(fileobj, *, source_dir: Path, wheelhouse: Optional[Path]) -> None:
+def _add_aiter(tar: tarfile.TarFile, aiter: Optional[AiterSource]) -> None:
+    """``aiter/``: the wheel or source tree of ``--aiter`` (without its .git), else a note."""
+    if aiter is not None and aiter.kind == "wheel":
+        _add_bytes(tar, f"aiter/{Path(aiter.context_path).name}", Path(aiter.context_path).read_bytes())
+    elif aiter is not None and aiter.kind == "source":
+        root = Path(aiter.context_path)
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if ".git" in rel.parts or "__pycache__" in rel.parts or not path.is_file():
+                continue
+            _add_bytes(tar, f"aiter/src/{rel.as_posix()}", path.read_bytes(),
+                       0o755 if os.access(path, os.X_OK) else 0o644)
+    else:
+        _add_bytes(tar, "aiter/README.txt", b"aiter comes from pip (AITER_REQUIREMENT), not from this folder.\n")
+
+
+def write_context(fileobj, *, source_dir: Path, wheelhouse: Optional[Path],
+                  aiter: Optional[AiterSource] = None) -> None:
     """The build context as an uncompressed tar, written to ``fileobj``."""
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
+        _add_aiter(tar, aiter)
         _add_bytes(tar, "Dockerfile", (source_dir / "docker" / "Dockerfile").read_bytes())
         _add_tree(tar, source_dir / "docker" / "image", "image")
         if wheelhouse is not None:
@@ -266,6 +286,13 @@ def read_baked(client: docker.DockerClient, image: str) -> tuple[dict, dict]:
     return data["config"], data["runtime"]
 
 
+def resolve_aiter(spec: Optional[str]) -> AiterSource:
+    """``--aiter SPEC`` resolved, with the ledger's fix commits checked against a source tree's history."""
+    from rocm_fp8.ledger import fix_commits
+
+    return parse_aiter_spec(spec, tuple(fix_commits()))
+
+
 def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildOptions,
                   log: Log = print) -> BuiltImage:
     started = time.time()
@@ -277,7 +304,9 @@ def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildO
         raise DeployError(f"base image {base} is a recorded-toolchain test fixture (label {FIXTURE_LABEL}); "
                           "it has no ROCm. Real builds need a real ROCm base; tests pass --allow-fixture")
     source_dir = Path(options.source_dir) if options.source_dir else repo_root()
-    wheelhouse = check_wheelhouse(options.wheelhouse) if options.wheelhouse else None
+    aiter = resolve_aiter(options.aiter)
+    flavour = replace(flavour, aiter_requirement=aiter.requirement)
+    wheelhouse = check_wheelhouse(options.wheelhouse, aiter.kind == "pypi") if options.wheelhouse else None
     tag = flavour.tag(options.repository)
     build_args = {
         "BASE_IMAGE": base,
@@ -285,24 +314,28 @@ def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildO
         "ROCM_FP8_ARCH": flavour.arch,
         "GPU_ARCHS": flavour.gpu_archs,
         "AITER_REQUIREMENT": flavour.aiter_requirement,
+        "AITER_COMMIT": aiter.commit or "",
+        "AITER_COMMIT_DATE": aiter.commit_date or "",
+        "AITER_INCLUDES": ",".join(aiter.includes),
         "AITER_PREBUILD_MODULES": " ".join(flavour.prebuild_modules),
         "PREBUILD_AITER": "1" if options.prebuild else "0",
         "ALLOW_TOOLCHAIN_FIXTURE": "1" if options.allow_fixture else "0",
         "USE_WHEELHOUSE": "1" if wheelhouse else "0",
         "MAX_JOBS": str(options.max_jobs or ""),
     }
+    log(f"[{flavour.name}] aiter: {aiter.describe()}")
     log(f"[{flavour.name}] building {tag} from {base}"
         f"{' (wheelhouse ' + str(wheelhouse) + ')' if wheelhouse else ''}"
         f"{'' if options.prebuild else ' (aiter prebuild OFF)'}")
     with tempfile.TemporaryFile() as context:
-        write_context(context, source_dir=source_dir, wheelhouse=wheelhouse)
+        write_context(context, source_dir=source_dir, wheelhouse=wheelhouse, aiter=aiter)
         context.seek(0)
         image_id = stream_build(client, flavour.name, log, fileobj=context, custom_context=True,
                                 buildargs=build_args, nocache=options.no_cache, pull=False)
 
     config, runtime = read_baked(client, image_id)
     labels = build_labels(flavour, config, runtime, base_image=base, prebuilt=options.prebuild,
-                          fixture=fixture)
+                          fixture=fixture, aiter_source=aiter.describe())
     log(f"[{flavour.name}] labelling: {labels[PREFIX + 'verdicts']}")
     labelled = stream_build(client, f"{flavour.name} labels", lambda line: None,
                             fileobj=io.BytesIO(label_dockerfile(image_id, labels).encode()), tag=tag,
@@ -342,8 +375,9 @@ def build(flavours: list[Flavour], options: BuildOptions, log: Log = print,
     """Build each flavour in turn; stop at the first failure (its message says which)."""
     if options.registry:
         normalise_mirror(options.registry)
+    aiter = resolve_aiter(options.aiter)  # refuse a bad --aiter before any build starts
     if options.wheelhouse:
-        check_wheelhouse(options.wheelhouse)
+        check_wheelhouse(options.wheelhouse, aiter.kind == "pypi")
     client = client or engine.connect()
     built = []
     for i, flavour in enumerate(flavours, 1):

@@ -7,7 +7,9 @@ rewriting are tested without a daemon.
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from rocm_fp8_deploy.errors import DeployError
 
@@ -166,3 +168,95 @@ def split_tag(reference: str) -> tuple[str, str]:
     if colon > slash:
         return reference[:colon], reference[colon + 1:]
     return reference, "latest"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the image's aiter comes from (`invoke build --aiter SPEC`)
+
+_HEX = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+@dataclass(frozen=True)
+class AiterSource:
+    """One aiter source for an image build.
+
+    ``kind``: ``pypi`` (the default pin), ``requirement`` (another pip requirement), ``git`` (a git URL
+    at a commit), ``wheel`` (a local wheel file) or ``source`` (a local source tree: air-gapped builds).
+    ``requirement`` is what pip installs inside the build; ``context_path`` what goes into the build
+    context under ``aiter/`` (wheel or source tree). ``commit``/``commit_date``/``includes`` are what is
+    known on the build host (the commit of a git URL, a source tree's HEAD, its date, and which of the
+    ledger's fix commits its history contains); the image records them for the toolchain detection.
+    """
+
+    spec: str
+    kind: str
+    requirement: str
+    context_path: str | None = None
+    commit: str | None = None
+    commit_date: str | None = None
+    includes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        at = f" at {self.commit[:12]}" if self.commit else ""
+        return {"pypi": f"PyPI {self.requirement}", "requirement": f"pip requirement {self.requirement}",
+                "git": f"git {self.spec.split('@')[0]}{at}", "wheel": f"wheel {Path(self.spec).name}{at}",
+                "source": f"source tree {self.spec}{at}"}[self.kind]
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _commit_from_version(version: str) -> str | None:
+    m = re.search(r"[+.]g([0-9a-f]{7,40})\b", version)
+    return m.group(1) if m else None
+
+
+def parse_aiter_spec(spec: str | None, fix_commits: tuple[str, ...] = ()) -> AiterSource:
+    """Resolve ``--aiter SPEC``; a malformed one is refused naming what was expected.
+
+    - nothing: the default pin (``amd-aiter==0.1.7.post2.dev18``, the only release on PyPI);
+    - ``git+https://HOST/ROCm/aiter@COMMIT``: a git URL at a commit (7-40 hex digits; a branch name
+      is refused, the image must say which code it carries);
+    - a path ending in ``.whl``: a local wheel (a ``+g<hash>`` local version gives the commit);
+    - a directory with ``setup.py`` or ``pyproject.toml``: a local source tree (its git HEAD, date and
+      the ledger's fix commits it contains are read here, on the build host);
+    - anything else: a pip requirement (``amd-aiter==0.1.6``), commit unknown.
+    """
+    spec = (spec or "").strip()
+    if not spec:
+        return AiterSource(spec=AITER_REQUIREMENT, kind="pypi", requirement=AITER_REQUIREMENT)
+    if spec.startswith("git+"):
+        url, sep, ref = spec.rpartition("@")
+        if not sep or "://" not in url or not _HEX.match(ref.lower()):
+            raise DeployError(f"--aiter {spec}: expected a git URL at a commit, git+https://HOST/PATH@COMMIT "
+                              f"(7 to 40 hex digits), got {ref!r} after the last '@'" if sep else
+                              f"--aiter {spec}: expected a git URL at a commit, git+https://HOST/PATH@COMMIT")
+        ref = ref.lower()
+        return AiterSource(spec=spec, kind="git", requirement=f"amd-aiter @ {spec}", commit=ref,
+                           includes=tuple(f for f in fix_commits if ref.startswith(f) or f.startswith(ref)))
+    path = Path(spec).expanduser()
+    if spec.endswith(".whl"):
+        if not path.is_file():
+            raise DeployError(f"--aiter {spec}: expected a wheel file, and there is none at {path}")
+        commit = _commit_from_version(path.name.split("-")[1] if "-" in path.name else "")
+        return AiterSource(spec=str(path), kind="wheel", requirement=f"/opt/rocm-fp8/aiter/{path.name}",
+                           context_path=str(path.resolve()), commit=commit)
+    if path.is_dir():
+        if not ((path / "setup.py").is_file() or (path / "pyproject.toml").is_file()):
+            raise DeployError(f"--aiter {spec}: expected an aiter source tree (setup.py or pyproject.toml), "
+                              f"found neither in {path}")
+        commit = _git(path, "rev-parse", "HEAD")
+        date = _git(path, "log", "-1", "--format=%cs", "HEAD") if commit else None
+        includes = tuple(f for f in fix_commits
+                         if commit and _git(path, "merge-base", "--is-ancestor", f, "HEAD") is not None)
+        return AiterSource(spec=str(path), kind="source", requirement="/opt/rocm-fp8/aiter/src",
+                           context_path=str(path.resolve()), commit=commit, commit_date=date, includes=includes)
+    if "/" in spec or spec.startswith("."):
+        raise DeployError(f"--aiter {spec}: no such file or directory (expected a wheel, a source tree, a git URL "
+                          "at a commit or a pip requirement)")
+    return AiterSource(spec=spec, kind="requirement", requirement=spec)

@@ -105,7 +105,7 @@ def baked_facts(config: dict, runtime: dict) -> dict[str, Optional[str]]:
 
 
 def build_labels(flavour: Flavour, config: dict, runtime: dict, *, base_image: str,
-                 prebuilt: bool, fixture: bool) -> dict[str, str]:
+                 prebuilt: bool, fixture: bool, aiter_source: Optional[str] = None) -> dict[str, str]:
     """All labels of a built image.  Every value is a string; absent facts read "unknown"."""
     facts = baked_facts(config, runtime)
     verdicts_json = json.dumps(aggregate_verdicts(config), sort_keys=True, separators=(",", ":"))
@@ -135,6 +135,8 @@ def build_labels(flavour: Flavour, config: dict, runtime: dict, *, base_image: s
     }
     if facts["aiter_commit"]:
         labels[PREFIX + "aiter-commit"] = facts["aiter_commit"]
+    if aiter_source:
+        labels[PREFIX + "aiter-source"] = aiter_source
     if fixture:
         labels[PREFIX + "built-on-fixture"] = FIXTURE_VALUE
     if facts["arch"] and facts["arch"] != flavour.arch:

@@ -17,13 +17,18 @@ from typing import Optional
 from rocm_fp8.backends.base import OK, Problem, refuse
 from rocm_fp8.errors import BackendUnavailableError
 
-#: (N, K) with a per-shape Triton config in aiter for gfx950, as sglang's dispatch lists them
-#: (sglang PR #27111). Used when the installed aiter cannot be inspected (hypothetical toolchains).
-SGLANG_TUNED_GFX950: frozenset[tuple[int, int]] = frozenset({
-    (1024, 8192), (16384, 1536), (2112, 7168), (3072, 1536), (32768, 8192), (4096, 7168),
-    (4608, 7168), (512, 7168), (7168, 2048), (7168, 2304), (7168, 16384), (7168, 256),
-    (8192, 1024), (8192, 32768),
-})
+#: Where no aiter can be inspected (hypothetical toolchains for ``explain``): the (N, K) with a per-shape
+#: Triton A8W8 block-scale config for gfx950 in the amd-aiter 0.1.7.post2.dev18 wheel (PyPI, 2025-11),
+#: each from its file ``aiter/ops/triton/configs/gemm/MI350X-GEMM-A8W8_BLOCKSCALE-N=<N>-K=<K>.json``.
+#: sglang's dispatch (PR #27111) names three more, (7168, 2304), (7168, 16384) and (16384, 1536), that
+#: no released aiter ships a config for: they are left out. That wheel has no gfx942 (MI300X) per-shape
+#: config. When aiter is installed, its own config files are read instead (:func:`installed_tuned_shapes`).
+FALLBACK_TUNED_SOURCE = "amd-aiter 0.1.7.post2.dev18: aiter/ops/triton/configs/gemm/MI350X-GEMM-A8W8_BLOCKSCALE-N={n}-K={k}.json"
+FALLBACK_TUNED_GFX950: dict[tuple[int, int], str] = {
+    nk: FALLBACK_TUNED_SOURCE.format(n=nk[0], k=nk[1])
+    for nk in ((1024, 8192), (2112, 7168), (3072, 1536), (32768, 8192), (4096, 7168), (4608, 7168),
+               (512, 7168), (7168, 2048), (7168, 256), (8192, 1024), (8192, 32768))
+}
 
 #: aiter names its per-device Triton config files either by product or by arch
 _CONFIG_PREFIXES = {"gfx942": ("MI300X", "gfx942"), "gfx950": ("MI350X", "gfx950")}
@@ -45,16 +50,20 @@ def aiter_package_dir() -> Optional[Path]:
 
 @lru_cache(maxsize=None)
 def installed_tuned_shapes(arch: str) -> Optional[frozenset[tuple[int, int]]]:
-    """(N, K) with a per-shape Triton config in the installed aiter, or None if it can't be read."""
+    """(N, K) with a per-shape Triton config in the installed aiter, or None if it can't be read.
+
+    Read from the config files (``ops/triton/configs/**``; older trees name them ``MI300X-``/``MI350X-``,
+    newer ones ``gfx942-``/``gfx950-``), without importing aiter.
+    """
     pkg = aiter_package_dir()
     if pkg is None:
         return None
-    cfg_dir = pkg / "ops" / "triton" / "configs" / "gemm"
+    cfg_dir = pkg / "ops" / "triton" / "configs"
     if not cfg_dir.is_dir():
         return None
     prefixes = _CONFIG_PREFIXES.get(arch, ())
     shapes = set()
-    for f in cfg_dir.iterdir():
+    for f in cfg_dir.rglob("*-GEMM-A8W8_BLOCKSCALE-N=*-K=*.json"):
         m = _CONFIG_RE.match(f.name)
         if m and m.group("dev") in prefixes:
             shapes.add((int(m.group("n")), int(m.group("k"))))
@@ -62,11 +71,21 @@ def installed_tuned_shapes(arch: str) -> Optional[frozenset[tuple[int, int]]]:
 
 
 def tuned_shapes(toolchain) -> frozenset[tuple[int, int]]:
+    """The installed aiter's tuned shapes for this arch, else (no aiter to read) the fallback list."""
     if toolchain.source != "hypothetical":
         found = installed_tuned_shapes(toolchain.arch)
         if found is not None:
             return found
-    return SGLANG_TUNED_GFX950 if toolchain.arch == "gfx950" else frozenset()
+    return frozenset(FALLBACK_TUNED_GFX950) if toolchain.arch == "gfx950" else frozenset()
+
+
+def tuned_shape_source(toolchain, n: int, k: int) -> Optional[str]:
+    """Where the claim "aiter has a tuned config for (N, K)" comes from, for ``explain``."""
+    if (n, k) not in tuned_shapes(toolchain):
+        return None
+    if toolchain.source != "hypothetical" and installed_tuned_shapes(toolchain.arch) is not None:
+        return f"the installed aiter's config files ({aiter_package_dir()})"
+    return FALLBACK_TUNED_GFX950.get((n, k))
 
 
 def check_here(name: str, toolchain) -> tuple[bool, str]:

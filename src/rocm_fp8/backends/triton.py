@@ -8,6 +8,7 @@ Runs on any GPU Triton targets (the fallback everywhere on AMD; e4m3fnuz on gfx9
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from typing import Optional
 
@@ -19,6 +20,7 @@ from rocm_fp8.invalidation import bucket
 from rocm_fp8.toolchain import detect
 
 _OUT_DTYPES = ("bfloat16", "float16", "float32")
+log = logging.getLogger("rocm_fp8")
 
 
 class TritonBackend(Backend):
@@ -61,6 +63,14 @@ class TritonBackend(Backend):
         if toolchain.arch == "gfx942" and problem.fp8_dtype != "e4m3fnuz":
             return refuse("triton: gfx942 computes in e4m3fnuz; convert the checkpoint with "
                           "rocm_fp8.e4m3fn_to_e4m3fnuz")
+        if toolchain.arch == "gfx950" and problem.fp8_dtype != "e4m3fn":
+            return refuse("triton: gfx950 computes in e4m3fn; e4m3fnuz operands would be converted to f16 "
+                          "(f16 MFMA, spilled registers)")
+        from rocm_fp8.kernels.arch_limits import fits
+
+        ok, why = fits(self.config_for(problem.m, problem.n, problem.k, toolchain), toolchain.arch)
+        if not ok:  # config_for falls back to a default that fits, so this means the arch cannot run it
+            return refuse(f"triton: no launch configuration fits {toolchain.arch}: {why}")
         return OK
 
     # -- tables -------------------------------------------------------------------------------------
@@ -74,21 +84,30 @@ class TritonBackend(Backend):
         return None if row is None else row.triton_tflops
 
     def config_for(self, m: int, n: int, k: int, toolchain=None):
-        """The launch configuration for a problem: the table's row, else the size-based default."""
+        """The launch configuration for a problem: the table's row, else the size-based default
+        (with the table's default laid over it); either only if it fits the arch's limits
+        (:mod:`rocm_fp8.kernels.arch_limits`), else the size-based default, which always does."""
         key = (n, k, bucket(m))
         cfg = self._configs.get(key)
         if cfg is None:
+            from rocm_fp8.kernels.arch_limits import fits
             from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
 
             tc = toolchain if toolchain is not None else detect()
+            arch = tc.arch if tc.vendor in ("amd", "nvidia") else None
+            base = default_config(key[2], n, k, arch=arch)
             row = kernel_configs.lookup(key[2], n, k, tc.device_name, tc.arch, tc.cu_count)
             if row is not None:
                 cfg = KernelConfig.from_dict(row.config).validate()
             else:
                 table = kernel_configs.table_for(tc.device_name, tc.arch, tc.cu_count)
-                base = default_config(key[2], n, k)
+                cfg = base
                 if table is not None and table.default:
-                    base = KernelConfig.from_dict({**base.to_dict(), **table.default}).validate()
+                    cfg = KernelConfig.from_dict({**base.to_dict(), **table.default}).validate()
+            ok, why = fits(cfg, arch)
+            if not ok:
+                log.warning("triton: N=%d K=%d M<=%d: the table's config does not fit (%s); using %s",
+                            n, k, key[2], why, base.to_dict())
                 cfg = base
             self._configs[key] = cfg
         return cfg

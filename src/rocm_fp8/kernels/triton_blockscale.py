@@ -281,9 +281,36 @@ class KernelConfig:
 #: used for shapes no table knows: a middle-of-the-road tile, split-K for small M (see default_config)
 DEFAULT_CONFIG = KernelConfig()
 
+#: SMs/CUs to fill when the arch is unknown (an H100/H200 SXM has 132)
+_DEFAULT_UNITS = 132
 
-def default_config(m: int, n: int, k: int) -> KernelConfig:
-    """A sane configuration for an unseen shape, from its size alone."""
+
+@functools.lru_cache(maxsize=None)
+def _current_arch() -> Optional[str]:
+    """The visible GPU's arch (``gfx942``, ``sm90``...), read once; None without a GPU."""
+    try:
+        if not torch.cuda.is_available():
+            return None
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        if torch.version.hip is not None:
+            return str(getattr(props, "gcnArchName", "")).split(":")[0] or None
+        return f"sm{props.major}{props.minor}"
+    except Exception:  # noqa: BLE001 - no usable GPU: no arch
+        return None
+
+
+def default_config(m: int, n: int, k: int, arch: Optional[str] = None) -> KernelConfig:
+    """A sane configuration for an unseen shape, from its size alone, that fits ``arch``.
+
+    ``arch`` (``gfx942``, ``gfx950``, ``sm90``...) defaults to the visible GPU's. The size-based tile is
+    checked against the arch's limits (:mod:`rocm_fp8.kernels.arch_limits`): where its software
+    pipeline does not fit in shared memory/LDS (gfx942 has 64 KiB) it gets fewer stages, then a
+    narrower tile, so the launch never fails on resources.
+    """
+    from rocm_fp8.kernels.arch_limits import fits, limits_for
+
+    if arch is None and not interpreting():
+        arch = _current_arch()
     if m <= 16:
         cfg = KernelConfig(block_m=16, block_n=64, group_m=1, num_warps=4, num_stages=4)
     elif m <= 64:
@@ -292,11 +319,22 @@ def default_config(m: int, n: int, k: int) -> KernelConfig:
         cfg = KernelConfig(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4)
     else:
         cfg = KernelConfig(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4)
+    while not fits(cfg, arch)[0]:
+        if cfg.num_stages > 2:
+            cfg = cfg.with_(num_stages=cfg.num_stages - 1)
+        elif cfg.block_n > 64:
+            cfg = cfg.with_(block_n=cfg.block_n // 2, num_stages=4)
+        elif cfg.block_m > 16:
+            cfg = cfg.with_(block_m=cfg.block_m // 2, num_stages=4)
+        else:
+            break
     # Too few tiles to fill the GPU while K is long: split K (the reduction is deterministic).
+    lim = limits_for(arch)
+    units = lim.compute_units if lim is not None else _DEFAULT_UNITS
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     k_blocks = triton.cdiv(k, GROUP_K)
     split = 1
-    while tiles * split * 2 <= 132 and k_blocks // (split * 2) >= 4 and split < 8:
+    while tiles * split * 2 <= units and k_blocks // (split * 2) >= 4 and split < 8:
         split *= 2
     return cfg.with_(split_k=split)
 

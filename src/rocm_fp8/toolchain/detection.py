@@ -280,7 +280,8 @@ def _detect_aiter(compiler: dict[str, Any]) -> dict[str, Any]:
                     includes.append(fix)
     if os.environ.get(ENV_AITER_COMMIT):
         commit = os.environ[ENV_AITER_COMMIT].strip()
-        includes = []
+        # fix commits verified where the source was (an image build host's git): ROCM_FP8_AITER_INCLUDES
+        includes = [c for c in os.environ.get("ROCM_FP8_AITER_INCLUDES", "").split(",") if c.strip()]
     if os.environ.get(ENV_AITER_COMMIT_DATE):
         commit_date = os.environ[ENV_AITER_COMMIT_DATE].strip()
     facts.update(aiter_version=version, aiter_commit=commit, aiter_commit_date=commit_date,
