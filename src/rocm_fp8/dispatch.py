@@ -133,7 +133,7 @@ def settings() -> dict:
         if unknown:
             raise ValueError(f"{ENV_DISABLE}: expected comma-separated names among {', '.join(sorted(known))}, "
                              f"got unknown {', '.join(sorted(unknown))}")
-        _settings = {"requested": requested, "disabled": disabled, "allow_unsafe": allow_unsafe, "known": known,
+        _settings = {"requested": requested, "disabled": disabled, "allow_unsafe": allow_unsafe,
                      "names": names}
     return _settings
 
@@ -150,7 +150,8 @@ def resolve_request(backend: str) -> str:
     s = _settings or settings()
     if backend == "auto":
         return s["requested"]
-    if backend.__class__ is str and backend in s["known"]:
+    # a list, not the frozenset: torch.compile traces this, and older dynamo misjudges frozenset membership
+    if isinstance(backend, str) and backend in s["names"]:
         return backend
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a backend name (str) or 'auto', got {type(backend).__name__}")

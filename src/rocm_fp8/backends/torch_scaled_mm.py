@@ -121,10 +121,14 @@ class TorchScaledMMBackend(Backend):
         return super().quantize_input(x, fp8_dtype, group_size)
 
     def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
-        b, scale_b, api = prepared.extra["b"], prepared.extra["scale_b"], self._api
+        b, scale_b, api, n = prepared.extra["b"], prepared.extra["scale_b"], self._api, prepared.n
 
-        def run(x_q, x_scale):
-            return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)
+        if b.shape[1] == n:
+            def run(x_q, x_scale):
+                return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)
+        else:  # N was padded to cuBLASLt's alignment: drop the zero columns
+            def run(x_q, x_scale):
+                return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)[:, :n].contiguous()
 
         return run
 
