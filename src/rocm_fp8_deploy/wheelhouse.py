@@ -20,7 +20,7 @@ Log = Callable[[str], None]
 
 #: What the product build installs with pip: aiter (its dependencies come along) and the build
 #: backend for installing rocm_fp8 from source.  torch is deliberately absent: the base has it.
-PRODUCT_REQUIREMENTS = (AITER_REQUIREMENT, "setuptools>=68", "wheel")
+PRODUCT_REQUIREMENTS = (AITER_REQUIREMENT, "setuptools>=77", "wheel")  # 77: pyproject.toml's SPDX license
 PLATFORM = "manylinux_2_28_x86_64"
 
 
