@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -124,13 +125,18 @@ def rootfs_tarball(log: Log = print, cache: Optional[Path] = None) -> Path:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         tail = []
         assert proc.stdout is not None
+        started = shown = time.monotonic()
         for line in proc.stdout:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
             if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting", "I: Unpacking",
                                 "I: Configuring")):
-                continue  # hundreds of per-package lines; the phases below are enough
+                # hundreds of per-package lines: show one every 20 s so the phase is not silent
+                if time.monotonic() - shown < 20:
+                    continue
+                line = f"{line} ({time.monotonic() - started:.0f} s)"
             log(f"[debootstrap] {line}")
+            shown = time.monotonic()
         if proc.wait() != 0:
             raise DeployError(f"debootstrap failed (is {DEBIAN_MIRROR} reachable?):\n" + "\n".join(tail))
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -171,11 +177,12 @@ def debian_image(client: docker.DockerClient, log: Log = print) -> tuple[str, st
 
 def _python_dockerfile(debian_tag: str, recipe: str) -> str:
     return f"""FROM {debian_tag}
-# Stand-in for the Python layer of a rocm/pytorch base: a venv on PATH with torch (CPU) + triton.
+# Stand-in for the Python layer of a rocm/pytorch base: a venv on PATH with torch (CPU) + triton,
+# and numpy as the real bases have (without it `import torch` warns "Failed to initialize NumPy").
 COPY wheelhouse/ /tmp/wheelhouse/
 RUN python3 -m venv /opt/venv \\
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \\
-        --find-links /tmp/wheelhouse torch triton "setuptools>=68" wheel \\
+        --find-links /tmp/wheelhouse torch triton numpy "setuptools>=68" wheel \\
  && rm -rf /tmp/wheelhouse
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LABEL {STANDIN_LABEL}="{recipe}" rocm-fp8.standin="debian {DEBIAN_SUITE} + torch cpu + triton"
