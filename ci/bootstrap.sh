@@ -35,3 +35,4 @@ fi
 say "installing rocm-fp8 (editable) with the deploy, test and triton extras"
 quiet_pip install -q -e ".[deploy,test,triton]"
 python -c "import torch, triton, rocm_fp8; print('[bootstrap] torch', torch.__version__, '| triton', triton.__version__, '| rocm_fp8', rocm_fp8.__version__)"
+say "ready: activate it with \`. $VENV/bin/activate\` for invoke and rocm-fp8"

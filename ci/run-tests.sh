@@ -29,6 +29,7 @@ if [ "$status" -eq 5 ]; then
     echo "[run-tests] pytest collected no tests: that is a failure here" >&2
     exit 1
 fi
+echo "[run-tests] JUnit XML: reports/junit.xml. Next: . .venv/bin/activate, then the README's invoke commands"
 if [ "$lint_status" -ne 0 ] && [ "$status" -eq 0 ]; then
     echo "[run-tests] the tests passed but ci/lint.sh failed (see its output above)" >&2
     exit 1
