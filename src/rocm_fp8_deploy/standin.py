@@ -304,9 +304,52 @@ def remove_standins(client: docker.DockerClient, prefix: str = DEFAULT_FIXTURE_P
     return removed
 
 
-def remove_fixtures(client: docker.DockerClient, prefix: str, log: Log = print) -> list[str]:
-    """Untag the fixture images under ``prefix`` (the shared Python base is kept: it is the slow one)."""
+def remove_dangling_descendants(client: docker.DockerClient, ancestors: set[str], created_after: float = 0.0,
+                                log: Log = print) -> list[str]:
+    """Remove untagged leaf images built on one of ``ancestors`` (image ids) since ``created_after``.
+
+    A failed classic build leaves its last good step as a ``<none>`` image; tests that build on the
+    fixtures on purpose (refusals) would leave one each run.  Never forced: an image in use is kept."""
     removed = []
+    try:
+        dangling = client.api.images(filters={"dangling": True})
+    except DockerException as exc:
+        log(f"could not list dangling images: {exc}")
+        return removed
+    for image in dangling:
+        if image.get("Created", 0) < created_after:
+            continue
+        parent, seen = image.get("ParentId") or "", 0
+        while parent and parent not in ancestors and seen < 200:
+            try:
+                parent, seen = client.api.inspect_image(parent).get("Parent") or "", seen + 1
+            except DockerException:
+                parent = ""
+        if not parent:
+            continue
+        try:
+            client.api.remove_image(image["Id"])
+            removed.append(image["Id"])
+        except DockerException as exc:
+            log(f"kept dangling image {image['Id'][7:19]}: {exc}")
+    return removed
+
+
+def remove_fixtures(client: docker.DockerClient, prefix: str, log: Log = print,
+                    created_after: Optional[float] = None) -> list[str]:
+    """Untag the fixture images under ``prefix`` (the shared Python base is kept: it is the slow one).
+
+    With ``created_after`` (a Unix time), first remove the ``<none>`` images that failed builds on
+    these fixtures left since then."""
+    removed = []
+    if created_after is not None:
+        ids = set()
+        for rocm in RECORDED_TOOLCHAINS:
+            try:
+                ids.add(client.api.inspect_image(fixture_tag(rocm, prefix))["Id"])
+            except DockerException:
+                pass
+        removed += remove_dangling_descendants(client, ids, created_after, log)
     for rocm in RECORDED_TOOLCHAINS:
         tag = fixture_tag(rocm, prefix)
         try:
