@@ -26,4 +26,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core
 say "installed: $(chromium --version)"
-say "next: bash ci/run-tests.sh (as root, Chromium needs --no-sandbox; the report test adds it)"
+say "used headless by tests/deploy/test_matrix.py (as root it needs --no-sandbox, which the test adds)"
