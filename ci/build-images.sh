@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/bootstrap.sh
-bash ci/setup-docker.sh start
+ROCM_FP8_DOCKER_OWNER=build-images bash ci/setup-docker.sh start
 # shellcheck disable=SC1091
 . .venv/bin/activate
 

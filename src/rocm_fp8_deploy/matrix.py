@@ -767,8 +767,8 @@ def run_matrix(matrix: Matrix, cells: list[Cell], options: RunOptions, log: Log 
         names = ", ".join(dict.fromkeys(missing))
         present = [c.flavour for c in cells if engine.image_exists(client, c.flavour.image)]
         narrow = (f"; present: {', '.join(dict.fromkeys(f.image for f in present))}, so e.g. "
-                  f"--arch {present[0].arch} runs what is here" if present else "")
-        raise DeployError(f"image(s) {names} not present locally{narrow}; or build them first "
+                  f"--arch {present[0].arch} runs what is here, or" if present else ";")
+        raise DeployError(f"image(s) {names} not present locally{narrow} build them first "
                           "(`invoke build --rocm R --arch A`, tags <repo>:<rocm>-<arch>) or point the matrix's "
                           "flavours at existing images")
 
