@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/bootstrap.sh
-bash ci/setup-docker.sh start
+ROCM_FP8_DOCKER_OWNER=build-images bash ci/setup-docker.sh start
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
@@ -23,10 +23,11 @@ fi
 PREFIX="${ROCM_FP8_FIXTURE_PREFIX:-fixture.rocm-fp8.invalid}"
 WHEELHOUSE="${ROCM_FP8_WHEELHOUSE:-$HOME/.cache/rocm-fp8/wheelhouse-product-py311}"
 
+# both steps can be quiet for a minute (debootstrap, pip download): the heartbeat says they are alive
 echo "== stand-in bases (no ROCm registry here): $PREFIX/rocm/pytorch:*"
-invoke standins --rocm 7.0 --rocm 7.2 --prefix "$PREFIX"
+python3 ci/heartbeat.py --label standins -- invoke standins --rocm 7.0 --rocm 7.2 --prefix "$PREFIX"
 echo "== wheelhouse for the image's Python 3.11: $WHEELHOUSE"
-invoke wheelhouse --dest "$WHEELHOUSE" --python 3.11
+python3 ci/heartbeat.py --label wheelhouse -- invoke wheelhouse --dest "$WHEELHOUSE" --python 3.11
 echo "== invoke build"
 invoke build --rocm 7.0 --rocm 7.2 --arch gfx950 --registry "$PREFIX" --wheelhouse "$WHEELHOUSE" \
     --allow-fixture --no-prebuild "$@"
@@ -40,5 +41,13 @@ for tag in rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950; do
     echo "   from the configuration baked into the image"
     docker run --rm "$tag" rocm-fp8 explain --n 2048 --k 3072 --m 4096
 done
-echo
-echo "built: rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950 (docker daemon left running; stop it with: bash ci/setup-docker.sh stop)"
+cat <<'NEXT'
+
+built: rocm-fp8:7.0-gfx950 rocm-fp8:7.2-gfx950 (a rebuild replaces them and removes the old images)
+The Docker daemon is left running (stop it with: bash ci/setup-docker.sh stop). Next:
+  bash ci/run-tests.sh                                   # the test suite (leaves this daemon running)
+  . .venv/bin/activate                                   # then, for invoke and rocm-fp8:
+  invoke test-matrix --arch gfx950 --cpu-only --report matrix-report   # the test matrix on these two images
+  invoke doctor --image rocm-fp8:7.2-gfx950              # the image's self-check (fails here: no GPU)
+  bash ci/build-images.sh                                # after a source change: rebuilds the last layers only
+NEXT

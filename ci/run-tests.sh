@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it, on a fresh Debian machine (root; no GPU needed):
-#   Python env (ci/bootstrap.sh), the AMD cross-compile inputs (ci/setup-amd-cross.sh), a real Docker engine (ci/setup-docker.sh), headless Chromium for the
-#   report test (ci/setup-chromium.sh), then pytest over tests/. GPU tests skip without a GPU.
+#   Python env (ci/bootstrap.sh), the AMD cross-compile inputs (ci/setup-amd-cross.sh), a real Docker
+#   engine (ci/setup-docker.sh), headless Chromium for the report test (ci/setup-chromium.sh), the
+#   linters (ci/lint.sh: zizmor, hadolint), then pytest over tests/. GPU tests skip without a GPU.
 # Extra arguments go to pytest, e.g. `bash ci/run-tests.sh -k policy`.
+#
+# Docker: a daemon this script starts is stopped when it exits; one that was already running (e.g. left
+# up by ci/build-images.sh) is left running, so the README's next commands still find it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/bootstrap.sh
 bash ci/setup-amd-cross.sh   # pinned aiter files + a Triton 3.6 venv for tests/test_amd_cross_compile.py
+export ROCM_FP8_DOCKER_OWNER="run-tests-$$"
 bash ci/setup-docker.sh start
 trap 'bash ci/setup-docker.sh stop' EXIT
-if [ -f ci/setup-chromium.sh ]; then
-    bash ci/setup-chromium.sh
-fi
+bash ci/setup-chromium.sh
+
+lint_status=0
+bash ci/lint.sh || lint_status=1
 
 mkdir -p reports
 set +e
-.venv/bin/python -m pytest tests -ra --junitxml=reports/junit.xml "$@"
+# the slowest Docker tests print nothing for a minute or more: the heartbeat says they are alive
+python3 ci/heartbeat.py --label pytest -- .venv/bin/python -m pytest tests -ra --junitxml=reports/junit.xml "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
     echo "[run-tests] pytest collected no tests: that is a failure here" >&2
+    exit 1
+fi
+if [ "$lint_status" -ne 0 ] && [ "$status" -eq 0 ]; then
+    echo "[run-tests] the tests passed but ci/lint.sh failed (see its output above)" >&2
     exit 1
 fi
 exit "$status"

@@ -3,14 +3,21 @@
 #
 #   ci/setup-docker.sh start   install docker.io + debootstrap from Debian when absent, start dockerd
 #                              in the background if no daemon answers, and wait until it does
-#   ci/setup-docker.sh stop    stop the daemon, but only if `start` started it
+#   ci/setup-docker.sh stop    stop the daemon, but only if `start` started it (see owners below)
 #
-# State (pid, log) lives in $ROCM_FP8_DOCKER_STATE (default /tmp/rocm-fp8-dockerd); the pid file
-# exists only when this script started the daemon, so `stop` never touches someone else's engine.
+# State (pid, owner, log) lives in $ROCM_FP8_DOCKER_STATE (default /tmp/rocm-fp8-dockerd). The pid file
+# exists only when this script started the daemon, so `stop` never touches an engine someone else
+# (systemd, another tool) started.  Owners: a caller that sets ROCM_FP8_DOCKER_OWNER (run-tests.sh sets
+# a name unique to its run) has its name recorded when its `start` starts dockerd, and its `stop` stops
+# only a daemon recorded under that same name; a daemon it merely found running (say, the one
+# build-images.sh left up) is left alone.  A plain `stop` (no owner set, as typed by hand) stops any
+# daemon this script started.
 set -euo pipefail
 
 STATE="${ROCM_FP8_DOCKER_STATE:-/tmp/rocm-fp8-dockerd}"
 PIDFILE="$STATE/dockerd.pid"
+OWNERFILE="$STATE/owner"
+OWNER="${ROCM_FP8_DOCKER_OWNER:-}"
 LOG="$STATE/dockerd.log"
 WAIT_S="${ROCM_FP8_DOCKER_WAIT_S:-60}"
 
@@ -40,7 +47,11 @@ install_packages() {
 start() {
     install_packages
     if daemon_up; then
-        say "a Docker daemon is already running; using it (stop will leave it alone)"
+        if [ -n "$OWNER" ]; then
+            say "a Docker daemon is already running; using it (this caller did not start it, so its stop leaves it running)"
+        else
+            say "a Docker daemon is already running; using it"
+        fi
         return 0
     fi
     need_root "start dockerd"
@@ -49,6 +60,7 @@ start() {
     # setsid: the daemon outlives this shell and gets its own process group.
     setsid dockerd >"$LOG" 2>&1 < /dev/null &
     echo $! >"$PIDFILE"
+    echo "${OWNER:-manual}" >"$OWNERFILE"
     for _ in $(seq "$WAIT_S"); do
         if daemon_up; then
             say "dockerd is up (pid $(cat "$PIDFILE"))"
@@ -56,7 +68,7 @@ start() {
         fi
         if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
             say "dockerd exited; last lines of $LOG:"; tail -n 20 "$LOG" || true
-            rm -f "$PIDFILE"; exit 1
+            rm -f "$PIDFILE" "$OWNERFILE"; exit 1
         fi
         sleep 1
     done
@@ -69,8 +81,13 @@ stop() {
         say "this script did not start a daemon; nothing to stop"
         return 0
     fi
-    local pid
+    local pid started_by
     pid="$(cat "$PIDFILE")"
+    started_by="$(cat "$OWNERFILE" 2>/dev/null || echo unknown)"
+    if [ -n "$OWNER" ] && [ "$OWNER" != "$started_by" ]; then
+        say "dockerd (pid $pid) was started by '$started_by', not by this caller ('$OWNER'); leaving it running"
+        return 0
+    fi
     if kill -0 "$pid" 2>/dev/null; then
         say "stopping dockerd (pid $pid)"
         kill -TERM "$pid"
@@ -83,7 +100,7 @@ stop() {
             kill -KILL "$pid" || true
         fi
     fi
-    rm -f "$PIDFILE"
+    rm -f "$PIDFILE" "$OWNERFILE"
 }
 
 case "${1:-}" in

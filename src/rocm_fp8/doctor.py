@@ -2,6 +2,9 @@
 
 Checks, each with the fix when it fails:
 
+  environment                        a container or a bare host (/.dockerenv, /run/.containerenv,
+                                     $container, /proc/1/cgroup); on a bare host without a GPU it says
+                                     that the device and GPU checks are expected to fail there
   /dev/kfd and /dev/dri/renderD*     present and read-writable by this user
   torch                              a ROCm build, and one whose arch list includes the image's arch
   GPU                                visible to torch, and of the arch the image was built for
@@ -86,6 +89,9 @@ class Facts:
     kernel_arch: Optional[str] = None              # AMD arch our kernel was compiled for (None: not tried)
     kernel_reports: list[dict] = field(default_factory=list)  # amd_compile.ResourceReport dicts
     kernel_error: str = ""
+    # how we know this is a container ("/.dockerenv", ...); "" on a bare host; None: not looked at
+    # (the fixes are then phrased for a container, the image's own use)
+    container: Optional[str] = None
 
 
 def _arch(name: Optional[str]) -> Optional[str]:
@@ -97,12 +103,35 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+def _environment(facts: Facts, host: bool) -> Optional[Check]:
+    if facts.container is None:
+        return None
+    where = "a bare host" if host else f"a container ({facts.container})"
+    if facts.kfd is None and not facts.render_nodes and facts.gpu_count < 1:
+        here = ("" if host else f"on a GPU host, start it with the devices: docker run {DEVICE_FLAGS}; ")
+        return Check("environment", WARN,
+                     f"{where} without a GPU (no /dev/kfd, no render node, torch sees none): the device and GPU "
+                     "checks below fail here, as expected on a CPU-only machine",
+                     f"{here}on a CPU-only machine there is nothing to repair: check an image on a ROCm GPU "
+                     "host (invoke doctor --image rocm-fp8:<rocm>-<arch>), and see what an image would pick "
+                     "with `rocm-fp8 explain --arch gfx950 --hip 7.2.53211 --n 2048 --k 3072 --m 4096`")
+    return Check("environment", OK, where + (" (no container markers)" if host else ""))
+
+
 def run_checks(facts: Facts) -> list[Check]:
     """The verdicts for ``facts``; pure."""
     checks: list[Check] = []
     baked_tc = (facts.config or {}).get("toolchain") or {}
     baked_arch = baked_tc.get("arch") if baked_tc.get("arch") not in (None, "cpu") else None
     image = f" (the image is built for {baked_arch})" if baked_arch else ""
+    host = facts.container == ""
+    environment = _environment(facts, host)
+    if environment is not None:
+        checks.append(environment)
+    host_driver_fix = ("on a GPU host: install the amdgpu driver (ROCm's install guide) and check "
+                       "`ls -l /dev/kfd /dev/dri`; on a CPU-only host there is nothing to fix")
+    host_group_fix = ("add this user to the node's group (`sudo usermod -aG video,render $USER`, then log in "
+                      "again), or run as root")
 
     if facts.fixture:
         checks.append(Check("toolchain fixture", WARN,
@@ -111,18 +140,25 @@ def run_checks(facts: Facts) -> list[Check]:
                             "build on a real ROCm base: invoke build --rocm <7.0|7.2> --arch <gfx942|gfx950>"))
 
     # -- device nodes ---------------------------------------------------------------------------
-    if facts.kfd is None:
+    if facts.kfd is None and host:
+        checks.append(Check("/dev/kfd", FAIL, "missing: this host has no AMD GPU driver loaded (or no AMD GPU)",
+                            host_driver_fix))
+    elif facts.kfd is None:
         checks.append(Check("/dev/kfd", FAIL, "missing: the container was started without the AMD GPU "
                             "driver's compute node (or the host has no AMD GPU driver loaded)",
                             f"docker run {DEVICE_FLAGS}"))
     elif not facts.kfd.accessible:
         checks.append(Check("/dev/kfd", FAIL, f"present but not read-writable by uid {facts.uid} "
                             f"(groups {list(facts.process_groups)}; node gid {facts.kfd.gid})",
+                            host_group_fix if host else
                             f"add --group-add {facts.kfd.gid} to docker run" if facts.kfd.gid is not None
                             else "add the user to the node's group"))
     else:
         checks.append(Check("/dev/kfd", OK, "present and accessible"))
-    if not facts.render_nodes:
+    if not facts.render_nodes and host:
+        checks.append(Check("/dev/dri/renderD*", FAIL, "no render node: this host has no GPU driver loaded",
+                            host_driver_fix))
+    elif not facts.render_nodes:
         checks.append(Check("/dev/dri/renderD*", FAIL, "no render node: no GPU was passed to the container",
                             f"docker run {DEVICE_FLAGS}; pass one --device /dev/dri/renderD<N> per GPU"))
     else:
@@ -132,6 +168,7 @@ def run_checks(facts: Facts) -> list[Check]:
             gids = sorted({n.gid for n in bad if n.gid is not None})
             checks.append(Check("/dev/dri/renderD*", FAIL, f"{names} present but none read-writable by uid "
                                 f"{facts.uid} (groups {list(facts.process_groups)})",
+                                host_group_fix if host else
                                 " ".join(f"--group-add {g}" for g in gids) or "add the render group"))
         elif bad:
             checks.append(Check("/dev/dri/renderD*", WARN, f"{len(bad)} of {len(facts.render_nodes)} render "
@@ -167,7 +204,8 @@ def run_checks(facts: Facts) -> list[Check]:
     # -- GPU --------------------------------------------------------------------------------------
     if facts.gpu_count < 1:
         why = facts.gpu_error or "torch.cuda.is_available() is False"
-        hint = (f"docker run {DEVICE_FLAGS}; check HIP_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES"
+        hint = (host_driver_fix if host and (facts.kfd is None or not facts.render_nodes) else
+                f"docker run {DEVICE_FLAGS}; check HIP_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES"
                 if facts.kfd is None or not facts.render_nodes else
                 "the device nodes are there but torch sees no GPU: check HIP_VISIBLE_DEVICES, "
                 "ROCR_VISIBLE_DEVICES and the host driver (`rocm-smi` on the host)")
@@ -293,9 +331,27 @@ def _writable(path: str) -> bool:
         return False
 
 
-def gather_facts(dev: str = "/dev") -> Facts:
+def detect_container(root: str = "/") -> str:
+    """How we know this process runs in a container (e.g. ``"/.dockerenv"``), or ``""`` on a bare host."""
+    for marker in (".dockerenv", "run/.containerenv"):      # Docker; Podman
+        if os.path.exists(os.path.join(root, marker)):
+            return "/" + marker
+    if os.environ.get("container"):                         # systemd-nspawn, Podman, LXC set it
+        return f"$container={os.environ['container']}"
+    try:
+        with open(os.path.join(root, "proc", "1", "cgroup")) as fh:
+            cgroup = fh.read()
+    except OSError:
+        cgroup = ""
+    for runtime in ("docker", "containerd", "kubepods", "libpod", "lxc"):   # cgroup v1 paths name them
+        if runtime in cgroup:
+            return f"/proc/1/cgroup names {runtime}"
+    return ""
+
+
+def gather_facts(dev: str = "/dev", root: str = "/") -> Facts:
     f = Facts(uid=os.getuid(), process_groups=tuple(sorted(set(os.getgroups()) | {os.getgid()})),
-              fixture=os.environ.get(FIXTURE_ENV, ""))
+              fixture=os.environ.get(FIXTURE_ENV, ""), container=detect_container(root))
     kfd = os.path.join(dev, "kfd")
     if os.path.exists(kfd):
         f.kfd = _node(kfd)
@@ -374,7 +430,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checks = run_checks(facts)
     failed = any(c.failed for c in checks)
     if args.json:
-        print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+        print(json.dumps({"ok": not failed, "container": facts.container,
+                          "checks": [asdict(c) for c in checks]}, indent=2))
     else:
         print("rocm-fp8 doctor" + (f" (configuration {facts.config_path})" if facts.config_path else ""))
         print(format_checks(checks))

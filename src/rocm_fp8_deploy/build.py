@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import docker
-from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
 from rocm_fp8_deploy import engine
 from rocm_fp8_deploy.errors import DeployError
@@ -337,17 +337,44 @@ def build_flavour(client: docker.DockerClient, flavour: Flavour, options: BuildO
     labels = build_labels(flavour, config, runtime, base_image=base, prebuilt=options.prebuild,
                           fixture=fixture, aiter_source=aiter.describe())
     log(f"[{flavour.name}] labelling: {labels[PREFIX + 'verdicts']}")
+    replaced = _image_id(client, tag)
     labelled = stream_build(client, f"{flavour.name} labels", lambda line: None,
                             fileobj=io.BytesIO(label_dockerfile(image_id, labels).encode()), tag=tag,
                             pull=False, nocache=False)
     log(f"[{flavour.name}] tagged {tag}")
     info = client.api.inspect_image(labelled)
+    if replaced and replaced != info["Id"]:
+        remove_replaced(client, replaced, tag, log)
     built = BuiltImage(flavour=flavour, tag=tag, image_id=info["Id"], size_bytes=int(info.get("Size") or 0),
                        seconds=time.time() - started, labels=labels, config=config)
     if options.push:
         push_image(client, tag, log)
         built.pushed = True
     return built
+
+
+def _image_id(client: docker.DockerClient, reference: str) -> Optional[str]:
+    try:
+        return client.api.inspect_image(reference)["Id"]
+    except NotFound:  # ImageNotFound too
+        return None
+
+
+def remove_replaced(client: docker.DockerClient, image_id: str, tag: str, log: Log = print) -> bool:
+    """Remove the image that ``tag`` named before a rebuild moved the tag, so it does not linger as an
+    untagged ``<none>`` image.  Never forced: an image still used by a container, or carrying another
+    tag, is kept, and the message says how to remove it later."""
+    short = image_id.split(":")[-1][:12]
+    try:
+        client.api.remove_image(image_id, force=False, noprune=False)
+    except NotFound:  # ImageNotFound too
+        return False
+    except APIError as exc:
+        log(f"kept the image {tag} replaced ({short}): {exc.explanation or exc}; "
+            f"remove it once unused with `docker image rm {short}`")
+        return False
+    log(f"removed the image {tag} replaced ({short})")
+    return True
 
 
 def push_image(client: docker.DockerClient, tag: str, log: Log = print) -> None:

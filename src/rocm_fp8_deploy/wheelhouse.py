@@ -20,7 +20,7 @@ Log = Callable[[str], None]
 
 #: What the product build installs with pip: aiter (its dependencies come along) and the build
 #: backend for installing rocm_fp8 from source.  torch is deliberately absent: the base has it.
-PRODUCT_REQUIREMENTS = (AITER_REQUIREMENT, "setuptools>=68", "wheel")
+PRODUCT_REQUIREMENTS = (AITER_REQUIREMENT, "setuptools>=77", "wheel")  # 77: pyproject.toml's SPDX license
 PLATFORM = "manylinux_2_28_x86_64"
 
 
@@ -70,7 +70,10 @@ def standin_torch_wheel() -> Optional[str]:
 
 
 def standin_wheelhouse(dest: str | Path, *, log: Log = print, triton: str = "triton==3.9.0") -> Path:
-    """torch (CPU) + triton for the stand-in Python 3.11 base.
+    """torch (CPU) + triton + numpy for the stand-in Python 3.11 base.
+
+    numpy because the real rocm/pytorch bases have it: without it every `import torch` in an image
+    build warns "Failed to initialize NumPy".
 
     A local torch wheel is used when present (no 190 MB download); otherwise the CPU build comes
     from PyTorch's CPU index.
@@ -82,9 +85,9 @@ def standin_wheelhouse(dest: str | Path, *, log: Log = print, triton: str = "tri
         target = dest / Path(torch_wheel).name
         if not target.exists():
             shutil.copyfile(torch_wheel, target)
-        reqs = [str(target), triton, "setuptools>=68", "wheel"]
+        reqs = [str(target), triton, "numpy", "setuptools>=68", "wheel"]
         extra: list[str] = []
     else:
-        reqs = ["torch==2.13.0+cpu", triton, "setuptools>=68", "wheel"]
+        reqs = ["torch==2.13.0+cpu", triton, "numpy", "setuptools>=68", "wheel"]
         extra = ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
     return download(dest, reqs, python="3.11", log=log, extra_args=extra)

@@ -59,7 +59,8 @@ def fixture_prefix(docker_client, run_id, timings):
     build_standins(list(FLAVOURS), prefix, log=log, client=docker_client)
     timings["stand-in bases"] = time.time() - started
     yield prefix
-    remove_fixtures(docker_client, prefix, log=log)
+    # also the <none> images that this session's failed builds (the refusal tests) left on the fixtures
+    remove_fixtures(docker_client, prefix, log=log, created_after=started - 1)
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,52 @@ def test_live_doctor_sees_present_nodes(tmp_path):
     facts = gather_facts(dev=str(tmp_path))
     assert facts.kfd is not None and facts.kfd.accessible
     assert [n.path for n in facts.render_nodes] == [str(tmp_path / "dri" / "renderD128")]
+
+
+def test_a_cpu_only_bare_host_is_told_failing_gpu_checks_are_expected_and_gets_no_docker_fixes():
+    c = by_name(run_checks(healthy(container="", kfd=None, render_nodes=[], gpu_count=0, gpu_arch_full=None)))
+    env = c["environment"]
+    assert env.status == WARN and "bare host" in env.detail and "expected on a CPU-only machine" in env.detail
+    assert "docker run" not in env.fix and "invoke doctor --image" in env.fix
+    for name in ("/dev/kfd", "/dev/dri/renderD*", "GPU"):
+        assert c[name].status == FAIL
+        assert "container" not in c[name].detail and "docker run" not in c[name].fix, c[name]
+        assert "amdgpu driver" in c[name].fix
+
+
+def test_a_container_without_devices_says_both_what_to_pass_and_that_cpu_only_is_expected():
+    c = by_name(run_checks(healthy(container="/.dockerenv", kfd=None, render_nodes=[], gpu_count=0,
+                                   gpu_arch_full=None)))
+    assert c["environment"].status == WARN and "a container (/.dockerenv)" in c["environment"].detail
+    assert "--device /dev/kfd" in c["environment"].fix and "CPU-only" in c["environment"].fix
+    assert "the container was started without" in c["/dev/kfd"].detail and "docker run" in c["/dev/kfd"].fix
+
+
+def test_a_host_with_a_gpu_but_without_group_access_is_told_to_join_the_groups():
+    c = by_name(run_checks(healthy(container="", kfd=Node("/dev/kfd", False, 44),
+                                   render_nodes=[Node("/dev/dri/renderD128", False, 109)], process_groups=(1001,))))
+    assert c["environment"].status == OK and "bare host" in c["environment"].detail
+    assert "usermod -aG video,render" in c["/dev/kfd"].fix and "--group-add" not in c["/dev/kfd"].fix
+    assert "usermod -aG video,render" in c["/dev/dri/renderD*"].fix
+    assert by_name(run_checks(healthy(container="/run/.containerenv")))["environment"].status == OK
+
+
+def test_container_detection_reads_the_markers(tmp_path, monkeypatch):
+    from rocm_fp8.doctor import detect_container
+
+    monkeypatch.delenv("container", raising=False)
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "proc" / "1" / "cgroup").write_text("0::/init.scope\n")
+    assert detect_container(str(tmp_path)) == ""                      # a bare host (cgroup v2, no markers)
+    (tmp_path / "proc" / "1" / "cgroup").write_text("12:memory:/kubepods/burstable/pod1/abc\n")
+    assert detect_container(str(tmp_path)) == "/proc/1/cgroup names kubepods"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text("")
+    assert detect_container(str(tmp_path)) == "/run/.containerenv"
+    (tmp_path / ".dockerenv").write_text("")
+    assert detect_container(str(tmp_path)) == "/.dockerenv"
+    (tmp_path / ".dockerenv").unlink()
+    (tmp_path / "run" / ".containerenv").unlink()
+    (tmp_path / "proc" / "1" / "cgroup").write_text("0::/\n")
+    monkeypatch.setenv("container", "podman")
+    assert detect_container(str(tmp_path)) == "$container=podman"

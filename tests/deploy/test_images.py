@@ -209,6 +209,16 @@ def test_source_only_change_rebuilds_only_the_last_layers_quickly(docker_client,
                      "grep -c " + marker + " $(python3 -c 'import rocm_fp8,sys;print(rocm_fp8.__file__)')"])
         assert result.ok and result.output.strip() == "1", result.output
         assert seconds < 180, f"source-only rebuild took {seconds:.0f} s\n{out[-2000:]}"
+
+        # a rebuild that moves the tag removes the image it replaced (no <none> left behind)
+        with (source / "src" / "rocm_fp8" / "__init__.py").open("a") as fh:
+            fh.write(f"\n# {marker}_AGAIN\n")
+        lines.clear()
+        [again] = build([flavour("7.2", "gfx950")], options, log=lines.append, client=docker_client)
+        assert again.image_id != image.image_id
+        short = image.image_id.split(":")[-1][:12]
+        assert f"removed the image {image.tag} replaced ({short})" in lines, lines[-5:]
+        assert image.image_id not in docker_client.api.images(quiet=True, all=True)
     finally:
         engine.remove_repository(docker_client, repository)
 

@@ -84,7 +84,11 @@ def chromium() -> str:
 def headless(*args: str) -> subprocess.CompletedProcess:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
-        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        # Chromium refuses to start as root with its sandbox on ("Running as root without --no-sandbox
+        # is not supported"); CI runs as root.  The page is our own report file, rendered offline, so
+        # the sandbox is dropped then, and only then.
+        sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
+        cmd = [chromium(), "--headless", *sandbox, "--disable-gpu", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

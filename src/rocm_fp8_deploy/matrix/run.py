@@ -286,7 +286,10 @@ def run_matrix(matrix: Matrix, cells: list[Cell], options: RunOptions, log: Log 
     missing = [c.flavour.image for c in to_run if not engine.image_exists(client, c.flavour.image)]
     if missing:
         names = ", ".join(dict.fromkeys(missing))
-        raise DeployError(f"image(s) {names} not present locally; build them first "
+        present = [c.flavour for c in cells if engine.image_exists(client, c.flavour.image)]
+        narrow = (f"; present: {', '.join(dict.fromkeys(f.image for f in present))}, so e.g. "
+                  f"--arch {present[0].arch} runs what is here, or" if present else ";")
+        raise DeployError(f"image(s) {names} not present locally{narrow} build them first "
                           "(`invoke build --rocm R --arch A`, tags <repo>:<rocm>-<arch>) or point the matrix's "
                           "flavours at existing images")
 

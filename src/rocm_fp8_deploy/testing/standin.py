@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -124,13 +125,18 @@ def rootfs_tarball(log: Log = print, cache: Optional[Path] = None) -> Path:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         tail = []
         assert proc.stdout is not None
+        started = shown = time.monotonic()
         for line in proc.stdout:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
             if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting", "I: Unpacking",
                                 "I: Configuring")):
-                continue  # hundreds of per-package lines; the phases below are enough
+                # hundreds of per-package lines: show one every 20 s so the phase is not silent
+                if time.monotonic() - shown < 20:
+                    continue
+                line = f"{line} ({time.monotonic() - started:.0f} s)"
             log(f"[debootstrap] {line}")
+            shown = time.monotonic()
         if proc.wait() != 0:
             raise DeployError(f"debootstrap failed (is {DEBIAN_MIRROR} reachable?):\n" + "\n".join(tail))
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -171,11 +177,12 @@ def debian_image(client: docker.DockerClient, log: Log = print) -> tuple[str, st
 
 def _python_dockerfile(debian_tag: str, recipe: str) -> str:
     return f"""FROM {debian_tag}
-# Stand-in for the Python layer of a rocm/pytorch base: a venv on PATH with torch (CPU) + triton.
+# Stand-in for the Python layer of a rocm/pytorch base: a venv on PATH with torch (CPU) + triton,
+# and numpy as the real bases have (without it `import torch` warns "Failed to initialize NumPy").
 COPY wheelhouse/ /tmp/wheelhouse/
 RUN python3 -m venv /opt/venv \\
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \\
-        --find-links /tmp/wheelhouse torch triton "setuptools>=68" wheel \\
+        --find-links /tmp/wheelhouse torch triton numpy "setuptools>=68" wheel \\
  && rm -rf /tmp/wheelhouse
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LABEL {STANDIN_LABEL}="{recipe}" rocm-fp8.standin="debian {DEBIAN_SUITE} + torch cpu + triton"
@@ -297,9 +304,52 @@ def remove_standins(client: docker.DockerClient, prefix: str = DEFAULT_FIXTURE_P
     return removed
 
 
-def remove_fixtures(client: docker.DockerClient, prefix: str, log: Log = print) -> list[str]:
-    """Untag the fixture images under ``prefix`` (the shared Python base is kept: it is the slow one)."""
+def remove_dangling_descendants(client: docker.DockerClient, ancestors: set[str], created_after: float = 0.0,
+                                log: Log = print) -> list[str]:
+    """Remove untagged leaf images built on one of ``ancestors`` (image ids) since ``created_after``.
+
+    A failed classic build leaves its last good step as a ``<none>`` image; tests that build on the
+    fixtures on purpose (refusals) would leave one each run.  Never forced: an image in use is kept."""
     removed = []
+    try:
+        dangling = client.api.images(filters={"dangling": True})
+    except DockerException as exc:
+        log(f"could not list dangling images: {exc}")
+        return removed
+    for image in dangling:
+        if image.get("Created", 0) < created_after:
+            continue
+        parent, seen = image.get("ParentId") or "", 0
+        while parent and parent not in ancestors and seen < 200:
+            try:
+                parent, seen = client.api.inspect_image(parent).get("Parent") or "", seen + 1
+            except DockerException:
+                parent = ""
+        if not parent:
+            continue
+        try:
+            client.api.remove_image(image["Id"])
+            removed.append(image["Id"])
+        except DockerException as exc:
+            log(f"kept dangling image {image['Id'][7:19]}: {exc}")
+    return removed
+
+
+def remove_fixtures(client: docker.DockerClient, prefix: str, log: Log = print,
+                    created_after: Optional[float] = None) -> list[str]:
+    """Untag the fixture images under ``prefix`` (the shared Python base is kept: it is the slow one).
+
+    With ``created_after`` (a Unix time), first remove the ``<none>`` images that failed builds on
+    these fixtures left since then."""
+    removed = []
+    if created_after is not None:
+        ids = set()
+        for rocm in RECORDED_TOOLCHAINS:
+            try:
+                ids.add(client.api.inspect_image(fixture_tag(rocm, prefix))["Id"])
+            except DockerException:
+                pass
+        removed += remove_dangling_descendants(client, ids, created_after, log)
     for rocm in RECORDED_TOOLCHAINS:
         tag = fixture_tag(rocm, prefix)
         try:
