@@ -94,7 +94,8 @@ def bench_cell(n, k, m, fp8, backend: TritonBackend, tc) -> dict:
     prepped = []
     for x, s, w, ws in sets:
         pw = _SCALED_MM.prepare_weight(w, ws)
-        prepped.append((x, s, pw.extra["b"], pw.extra["scale_b"]))
+        # scales M-contiguous, as the backend's quantization writes them (no transposing copy per call)
+        prepped.append((x, s.t().contiguous().t(), pw.extra["b"], pw.extra["scale_b"]))
     run("cublaslt", [lambda p=p: scaled_mm_blockwise(*p) for p in prepped],
         lambda: scaled_mm_blockwise(*prepped[0]))
 

@@ -359,7 +359,9 @@ def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
         prepared = []
         for x, s, w, ws in sets:
             pw = backend.prepare_weight(w, ws)
-            prepared.append((x, s, pw.extra["b"], pw.extra["scale_b"]))
+            # activation scales M-contiguous (strides (1, M)), as the backend's own quantization writes them:
+            # a row-major scale would time a transposing copy per call that the dispatcher never makes
+            prepared.append((x, s.t().contiguous().t(), pw.extra["b"], pw.extra["scale_b"]))
         calls = [lambda p=p: scaled_mm_blockwise(p[0], p[1], p[2], p[3], out_dtype) for p in prepared]
         x_q, x_s, w_q, w_s = sets[0]
         err = rel_error(calls[0](), reference(x_q, x_s, w_q, w_s))
