@@ -157,7 +157,8 @@ def prepared_weight(backend: Backend, weight: torch.Tensor, weight_scale: torch.
                     block: tuple[int, int]) -> PreparedWeight:
     """The weight in ``backend``'s layout, made once and kept while ``weight`` lives."""
     per_weight = _prepared.get(weight)
-    version = weight._version
+    # inference tensors (vLLM makes its weights under inference_mode) have no version counter
+    version = None if weight.is_inference() else weight._version
     if per_weight is not None:
         p = per_weight.get(backend.name)
         if p is not None and p.extra.get("_version") == version and p.extra.get("_scale") is weight_scale:
