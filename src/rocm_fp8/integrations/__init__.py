@@ -95,7 +95,23 @@ def version_supported(stack: str, version: str) -> tuple[bool, str]:
     return True, f"{stack} {version} is in the supported range >={lo_s},<{hi_s}"
 
 
+def _ensure_handler() -> None:
+    """Make our lines visible in the stack's own log output: the stacks configure their own loggers,
+    not the root one, so without a handler INFO lines from rocm_fp8 would vanish."""
+    root = logging.getLogger()
+    base = logging.getLogger("rocm_fp8")
+    if base.handlers or root.handlers:
+        if base.level == logging.NOTSET:
+            base.setLevel(logging.INFO)
+        return
+    h = logging.StreamHandler()
+    h.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(name)s] %(message)s", "%m-%d %H:%M:%S"))
+    base.addHandler(h)
+    base.setLevel(logging.INFO)
+
+
 def set_state(stack: str, state: str, reason: str) -> None:
+    _ensure_handler()
     STATE[stack] = {"state": state, "reason": reason}
     if state == "active":
         log.info("rocm_fp8: %s integration active: %s", stack, reason)
