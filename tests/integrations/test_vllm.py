@@ -193,7 +193,6 @@ def test_vllm_llm_generates_through_rocm_fp8(tmp_path):
     """vLLM's engine on the CPU, a block-FP8 model: every linear runs through rocm_fp8 (vLLM's own CPU
     kernels would need Intel AMX), and greedy tokens match the dequantized-bf16 model."""
     fp8 = _generate(write_model(tmp_path / "fp8", fp8=True))
-    assert f"Selected {plugin.KERNEL_NAME}" in fp8["log"], fp8["log"][-3000:]
     assert "rocm_fp8[vllm]: linear N=" in fp8["log"], "no per-shape decision line in vLLM's run"
     assert fp8["prepared"] == LAYERS * VLLM_LINEARS_PER_LAYER, fp8
     assert fp8["same"] and fp8["calls"] > 0, fp8
