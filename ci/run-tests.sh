@@ -18,6 +18,18 @@ set +e
 .venv/bin/python -m pytest tests -ra --junitxml=reports/junit.xml "$@"
 status=$?
 set -e
+
+# --- serving-stack plugins: tests/integrations again inside the sglang / vLLM venvs (ci/setup-stacks.sh) ---
+stacks_status=0
+bash ci/setup-stacks.sh || stacks_status=1
+for stack in vllm sglang; do
+    [ "$stacks_status" -eq 0 ] || break
+    echo "[run-tests] tests/integrations in the $stack venv (.venv-stacks/$stack)"
+    ROCM_FP8_STACK=$stack ".venv-stacks/$stack/bin/python" -m pytest tests/integrations -ra -p no:cacheprovider \
+        -W ignore::UserWarning --junitxml="reports/junit-$stack.xml" || stacks_status=1
+done
+if [ "$stacks_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+# --- end serving-stack plugins ---
 if [ "$status" -eq 5 ]; then
     echo "[run-tests] pytest collected no tests: that is a failure here" >&2
     exit 1
