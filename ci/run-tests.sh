@@ -24,8 +24,8 @@ stacks_status=0
 bash ci/setup-stacks.sh || stacks_status=1
 for stack in vllm sglang; do
     [ "$stacks_status" -eq 0 ] || break
-    echo "[run-tests] tests/integrations in the $stack venv (.venv-stacks/$stack)"
-    ROCM_FP8_STACK=$stack ".venv-stacks/$stack/bin/python" -m pytest tests/integrations -ra -p no:cacheprovider \
+    echo "[run-tests] tests/integrations in the $stack venv"
+    ROCM_FP8_STACK=$stack "${ROCM_FP8_STACKS_DIR:-$HOME/.cache/rocm-fp8/stacks}/$stack/bin/python" -m pytest tests/integrations -ra -p no:cacheprovider \
         -W ignore::UserWarning --junitxml="reports/junit-$stack.xml" || stacks_status=1
 done
 if [ "$stacks_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi

