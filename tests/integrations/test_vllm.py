@@ -170,7 +170,8 @@ E2E = """
     from rocm_fp8 import integrations as common
     prompts = [[5, 17, 42, 99, 3, 250, 7, 11], [300, 12, 8]]
     llm = LLM(model=sys.argv[1], skip_tokenizer_init=True, enforce_eager=True, dtype="bfloat16",
-              max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128, max_logprobs=VOCAB)
+              max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128, max_logprobs=VOCAB,
+              kv_cache_memory_bytes=64 << 20)  # small: the machine is shared
     greedy = SamplingParams(temperature=0.0, max_tokens=16, detokenize=False, ignore_eos=True)
     out = [list(o.outputs[0].token_ids) for o in llm.generate([{"prompt_token_ids": p} for p in prompts], greedy)]
     # teacher-forced: the full next-token distribution at every position of prompt + the reference's tokens
