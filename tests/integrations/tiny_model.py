@@ -52,7 +52,8 @@ def make_weights(seed: int = 0) -> dict[str, torch.Tensor]:
         w[p + "input_layernorm.weight"] = 1.0 + rnd(HIDDEN, std=0.1)
         w[p + "post_attention_layernorm.weight"] = 1.0 + rnd(HIDDEN, std=0.1)
         for name, (n, k) in LINEARS.items():
-            w[p + name + ".weight"] = rnd(n, k, std=k ** -0.5)
+            # residual-dominated, as in trained models: each block adds a modest update
+            w[p + name + ".weight"] = rnd(n, k, std=0.5 * k ** -0.5)
     return w
 
 
