@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/numerics.py
+
 from rocm_fp8 import integrations as common
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +90,30 @@ def test_integrations_command_lists_each_stack(monkeypatch):
     r = subprocess.run([sys.executable, "-m", "rocm_fp8", "integrations"], capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     assert r.returncode == 0 and "sglang" in r.stdout and "vllm" in r.stdout and "ROCM_FP8_INTEGRATION" in r.stdout
+
+
+def _inference_weights_case(device: str, m: int, n: int, k: int):
+    import torch
+
+    import rocm_fp8
+    from numerics import assert_close, reference_linear
+    torch.manual_seed(m + n + k)
+    with torch.inference_mode():  # serving stacks load weights like this
+        w_q, w_s = rocm_fp8.quantize_weight(torch.randn(n, k, device=device) * k ** -0.5)
+        assert w_q.is_inference()
+        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        y1 = rocm_fp8.w8a8_block_fp8_linear(x, w_q, w_s)   # prepares the weight (no _version on it)
+        y2 = rocm_fp8.w8a8_block_fp8_linear(x, w_q, w_s)   # reuses the prepared weight
+    assert torch.equal(y1, y2)
+    x_q, x_s = rocm_fp8.quantize_activation(x)
+    assert_close(y1, reference_linear(x_q, x_s, w_q, w_s), rel_tol=2e-2, cos_min=0.9995)
+
+
+def test_inference_mode_weights_as_the_stacks_make_them():
+    _inference_weights_case("cpu", 5, 256, 384)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_inference_mode_weights_on_the_gpu(m):
+    _inference_weights_case("cuda", m, 2048, 3072)
