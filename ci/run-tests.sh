@@ -26,6 +26,21 @@ set +e
 python3 ci/heartbeat.py --label pytest -- .venv/bin/python -m pytest tests -ra --junitxml=reports/junit.xml "$@"
 status=$?
 set -e
+
+# --- serving-stack plugins: tests/integrations again inside the sglang / vLLM venvs (ci/setup-stacks.sh) ---
+# (ROCM_FP8_STACKS=0 skips this step in a local run; CI never sets it)
+stacks_status=0
+stacks=(vllm sglang)
+if [ "${ROCM_FP8_STACKS:-1}" = "0" ]; then stacks=(); echo "[run-tests] ROCM_FP8_STACKS=0: stack tests skipped"; fi
+[ ${#stacks[@]} -eq 0 ] || bash ci/setup-stacks.sh "${stacks[@]}" || stacks_status=1
+for stack in "${stacks[@]}"; do
+    [ "$stacks_status" -eq 0 ] || break
+    echo "[run-tests] tests/integrations in the $stack venv"
+    ROCM_FP8_STACK=$stack "${ROCM_FP8_STACKS_DIR:-$HOME/.cache/rocm-fp8/stacks}/$stack/bin/python" -m pytest tests/integrations -ra -p no:cacheprovider \
+        -W ignore::UserWarning --junitxml="reports/junit-$stack.xml" || stacks_status=1
+done
+if [ "$stacks_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+# --- end serving-stack plugins ---
 if [ "$status" -eq 5 ]; then
     echo "[run-tests] pytest collected no tests: that is a failure here" >&2
     exit 1

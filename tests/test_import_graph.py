@@ -22,7 +22,9 @@ PACKAGES = ("rocm_fp8", "rocm_fp8_deploy")
 #: what the serving core may import inside a function: heavy or optional packages, and our modules
 #: that import them at their top. ``torch``/``importlib.metadata``/``tomli`` appear where detection
 #: must survive their absence.
-LAZY_OK = ("triton", "aiter", "docker", "torch", "tomllib", "tomli", "importlib.metadata", "rocm_fp8.kernels")
+#: sglang and vllm: the serving stacks, imported by our plugins only when the stack itself loads them
+LAZY_OK = ("triton", "aiter", "docker", "torch", "tomllib", "tomli", "importlib.metadata", "rocm_fp8.kernels",
+           "sglang", "vllm")
 #: modules of the command-line tools (they import their subcommands' modules on use)
 TOOL_MODULES = ("rocm_fp8.__main__", "rocm_fp8.cli", "rocm_fp8.configure", "rocm_fp8.doctor", "rocm_fp8.probe",
                 "rocm_fp8.tune")

@@ -6,6 +6,7 @@
     rocm-fp8 configure ...                       write the configuration file (image build time)
     rocm-fp8 doctor                              self-check of a container / host
     rocm-fp8 tune ...                            tune the Triton kernel's config table on this GPU
+    rocm-fp8 integrations [--json]               the sglang / vLLM plugins: versions, hook active, kill switch
 
 ``probe``, ``configure``, ``doctor`` and ``tune`` live in their own modules; their arguments are
 theirs (``rocm-fp8 probe --help``).
@@ -28,6 +29,7 @@ DELEGATED = {
     "configure": "rocm_fp8.configure",
     "doctor": "rocm_fp8.doctor",
     "tune": "rocm_fp8.tune",
+    "integrations": "rocm_fp8.integrations",
 }
 
 

@@ -429,12 +429,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     facts = gather_facts(dev=args.dev)
     checks = run_checks(facts)
     failed = any(c.failed for c in checks)
+    from rocm_fp8 import integrations  # the sglang / vLLM plugins: information, not a check
+    plugins = integrations.status()
     if args.json:
-        print(json.dumps({"ok": not failed, "container": facts.container,
-                          "checks": [asdict(c) for c in checks]}, indent=2))
+        print(json.dumps({"ok": not failed, "container": facts.container, "checks": [asdict(c) for c in checks],
+                          "integrations": plugins}, indent=2))
     else:
         print("rocm-fp8 doctor" + (f" (configuration {facts.config_path})" if facts.config_path else ""))
         print(format_checks(checks))
+        print("serving-stack plugins (rocm-fp8 integrations):")
+        print(integrations.format_status(plugins))
     return 1 if failed else 0
 
 

@@ -224,23 +224,46 @@ def test_source_only_change_rebuilds_only_the_last_layers_quickly(docker_client,
 
 
 def test_example_serving_image_builds_from_ours(docker_client, built, tmp_path):
+    """The serving example with sglang's real wheel: installed under the base's constraints, the torch
+    guard passes, and `rocm-fp8 integrations` shows the plugin registered and active."""
+    import subprocess
+    import sys
     import tarfile
 
     from rocm_fp8_deploy.build import stream_build
 
     example = ROOT / "docker" / "examples" / "serving"
+    # sglang's real wheel, offline (a CPU machine cannot run it, but the install under the base's
+    # constraints, the torch guard and the plugin's registration are real)
+    wheels = tmp_path / "wheels"
+    dl = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "sglang==0.5.23",
+                         "-d", str(wheels)], capture_output=True, text=True, timeout=600)
+    assert dl.returncode == 0, dl.stderr[-2000:]
     context = tmp_path / "example.tar"
     with tarfile.open(context, "w") as tar:
         for path in example.iterdir():
-            tar.add(str(path), arcname=path.name)
+            if path.name != "wheelhouse":
+                tar.add(str(path), arcname=path.name)
+        for whl in wheels.glob("*.whl"):
+            tar.add(str(whl), arcname=f"wheelhouse/{whl.name}")
     tag = built["repository"] + ":example-serving"
+    lines = []
     try:
         with context.open("rb") as fh:
-            stream_build(docker_client, "example", lambda line: None, fileobj=fh, custom_context=True,
-                         pull=False, tag=tag, buildargs={"BASE": built["tags"]["7.2"]})
+            stream_build(docker_client, "example", lines.append, fileobj=fh, custom_context=True, pull=False,
+                         tag=tag, buildargs={"BASE": built["tags"]["7.2"], "STACK": "sglang", "OFFLINE": "1",
+                                             "ALLOW_TOOLCHAIN_FIXTURE": "1"})
+        build_log = "\n".join(map(str, lines))
+        assert "after sglang" in build_log, build_log[-3000:]
         result = run(docker_client, tag, None)
         assert result.ok, result.output
         assert "dispatch decisions" in result.output and "forward on cpu" in result.output
+        assert "sglang 0.5.23" in result.output and "hook ACTIVE" in result.output, result.output
+        off = run(docker_client, tag, ["rocm-fp8", "integrations", "--json"], environment={"ROCM_FP8_INTEGRATION": "0"})
+        assert off.ok, off.output
+        rows = {r["stack"]: r for r in json.loads(off.output[off.output.index("["):])}
+        assert rows["sglang"]["version"] == "0.5.23" and rows["sglang"]["active"] is False
+        assert rows["sglang"]["entry_point"] == "rocm_fp8 = rocm_fp8.integrations.sglang:register"
     finally:
         try:
             docker_client.api.remove_image(tag, force=True)

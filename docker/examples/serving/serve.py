@@ -1,14 +1,19 @@
-"""A stand-in for a model server: FP8 block-scale linears through rocm_fp8, decided once per layer.
+"""What the serving image gives: the sglang / vLLM plugin status, the dispatch decisions, one forward.
 
-A real server replaces its hard-coded kernel flags with `rocm_fp8.Fp8BlockLinear` (or the functional
-`rocm_fp8.w8a8_block_fp8_linear`); the backend per layer and M bucket comes from the configuration
-baked into the base image.
+With STACK=sglang or STACK=vllm the stack's own plugin loader routes its block-FP8 linears through
+rocm_fp8 (start the stack as usual, e.g. `python3 -m sglang.launch_server ...` or `vllm serve ...`).
+Code of your own can call `rocm_fp8.Fp8BlockLinear` or `rocm_fp8.w8a8_block_fp8_linear` directly; the
+backend per layer and M bucket comes from the configuration baked into the base image.
 """
 
 import torch
 
 import rocm_fp8
+from rocm_fp8 import integrations
 from rocm_fp8.explain import explain
+
+print("serving-stack plugins (rocm-fp8 integrations):")
+print(integrations.format_status(integrations.status()))
 
 # MiniMax-M2.5 TP4 linears (N, K)
 SHAPES = {"qkv": (2048, 3072), "o_proj": (3072, 1536), "w13": (768, 3072), "w2": (3072, 384)}
