@@ -20,7 +20,7 @@ bash ci/setup-chromium.sh
 lint_status=0
 bash ci/lint.sh || lint_status=1
 
-mkdir -p reports
+mkdir -p reports && rm -f reports/junit*.xml
 set +e
 # the slowest Docker tests print nothing for a minute or more: the heartbeat says they are alive
 python3 ci/heartbeat.py --label pytest -- .venv/bin/python -m pytest tests -ra --junitxml=reports/junit.xml "$@"
@@ -41,6 +41,18 @@ for stack in "${stacks[@]}"; do
 done
 if [ "$stacks_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
 # --- end serving-stack plugins ---
+# one closing line over every pytest run above (main venv and stack venvs), from their JUnit XML
+python3 - reports/junit*.xml <<'PY' || true
+import sys, xml.etree.ElementTree as ET
+tot = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for path in sys.argv[1:]:
+    root = ET.parse(path).getroot()
+    for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
+        for key in tot:
+            tot[key] += int(suite.get(key, 0))
+failed = tot["failures"] + tot["errors"]
+print(f"total: {tot['tests'] - failed - tot['skipped']} passed, {failed} failed, {tot['skipped']} skipped")
+PY
 if [ "$status" -eq 5 ]; then
     echo "[run-tests] pytest collected no tests: that is a failure here" >&2
     exit 1
