@@ -331,7 +331,7 @@ def test_doctor_reports_the_kernel_compiling_for_the_images_arch():
     """`rocm-fp8 doctor`'s check, over a real compile with this Triton (as it runs in an image)."""
     import triton
 
-    from rocm_fp8.doctor import FAIL, OK, WARN, Facts, _kernel_check, gather_kernel_facts
+    from rocm_fp8.cli.doctor import FAIL, OK, WARN, Facts, _kernel_check, gather_kernel_facts
 
     for arch in ARCHS:
         facts = Facts()

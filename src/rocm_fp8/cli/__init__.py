@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: subcommand -> module with ``main(argv) -> int``
 DELEGATED = {
     "probe": "rocm_fp8.probe",
-    "configure": "rocm_fp8.configure",
-    "doctor": "rocm_fp8.doctor",
+    "configure": "rocm_fp8.cli.configure",
+    "doctor": "rocm_fp8.cli.doctor",
     "tune": "rocm_fp8.tune",
 }
 
@@ -189,7 +189,3 @@ def entry_point() -> int:
     except BrokenPipeError:
         sys.stderr.close()  # `rocm-fp8 info | head`: nothing left to tell
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(entry_point())
