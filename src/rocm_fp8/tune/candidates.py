@@ -4,7 +4,9 @@ in parallel processes before timing (which fills Triton's on-disk cache)."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor, wait
 from typing import Any, Optional
 
 from rocm_fp8.quant import FP8_DTYPES
@@ -127,8 +129,6 @@ def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, job
     timing pass compiles what is missing, and drops what does not build."""
     if jobs <= 1 or not shape_items:
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, wait
 
     seen, work = set(), []
     n0, k0 = shape_items[0][1], shape_items[0][2]
