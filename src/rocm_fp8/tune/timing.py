@@ -1,13 +1,21 @@
-"""How the tuner, the probe's ``--timing`` and the benchmarks time a GPU call: CUDA-graph replays
-over rotating input sets that together span 3x the L2, timed with CUDA events; the median per call.
+"""How we time a call, for every number we publish: the tuner's tables, the speed evidence ``auto``
+ranks by (``rocm-fp8 tune``, ``rocm-fp8 probe --timing``), bench/gemm.py, bench/overhead.py and the
+test matrix's bench suite (tests/gpu/test_bench_suite.py) all use these two functions, so their
+numbers mean the same thing:
 
-One harness for every number we publish, so that the tables, the speed evidence ``auto`` ranks by and
-the benchmark reports mean the same thing (:func:`time_calls`)."""
+* :func:`time_calls` -- GPU time per call: CUDA-graph replays (plain launches where capture fails,
+  said in the result) timed with CUDA events, the median over replays; the caller passes one call
+  per input set, and :func:`rotation_sets` says how many sets span 3x the L2 so that each call reads
+  its operands from memory.
+* :func:`host_us` -- host (enqueue) time per call: the wall time of back-to-back calls before the
+  final synchronize, the minimum over runs; what a serving process pays per call on the CPU side.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 from typing import Any, Callable, Optional, Sequence
 
 
@@ -51,6 +59,7 @@ def time_calls(calls: Sequence[Callable[[], Any]], target_us: float = 1500.0, re
     n_calls = inner * len(calls)
     times = []
     graph_ok = False
+    graph_error = None
     if use_graph:
         try:
             stream = torch.cuda.Stream()
@@ -74,9 +83,10 @@ def time_calls(calls: Sequence[Callable[[], Any]], target_us: float = 1500.0, re
                 times.append(start.elapsed_time(end) * 1000.0 / n_calls)
             graph_ok = True
             del graph
-        except Exception:  # noqa: BLE001 - not capturable: time plain launches instead
+        except Exception as exc:  # noqa: BLE001 - not capturable: time plain launches instead
             torch.cuda.synchronize()
             times = []
+            graph_error = f"{type(exc).__name__}: {str(exc)[:300]}"
     if not graph_ok:
         for _ in range(replays):
             start.record()
@@ -86,8 +96,34 @@ def time_calls(calls: Sequence[Callable[[], Any]], target_us: float = 1500.0, re
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) * 1000.0 / n_calls)
-    return {"us": statistics.median(times), "min_us": min(times), "graph": graph_ok, "sets": len(calls),
-            "calls_per_replay": n_calls}
+    res = {"us": statistics.median(times), "min_us": min(times), "graph": graph_ok, "sets": len(calls),
+           "calls_per_replay": n_calls}
+    if graph_error is not None:
+        res["graph_error"] = graph_error
+    return res
+
+
+def host_us(fn: Callable[[], Any], calls: int, runs: int, sync: Optional[Callable[[], None]] = None,
+            warmup: int = 20) -> float:
+    """Host (enqueue) time of one call of ``fn`` in microseconds: the minimum over ``runs`` of the wall
+    time of ``calls`` back-to-back calls, taken before ``sync`` (``torch.cuda.synchronize`` on a GPU,
+    nothing on the CPU) so that the device's work stays out of it."""
+    if calls < 1 or runs < 1:
+        raise ValueError(f"calls, runs: expected positive integers, got calls={calls}, runs={runs}")
+    for _ in range(warmup):  # plans bound, caches filled, kernels compiled
+        fn()
+    if sync is not None:
+        sync()
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        t1 = time.perf_counter()
+        if sync is not None:
+            sync()
+        best = min(best, (t1 - t0) * 1e6 / calls)
+    return best
 
 
 def tflops(m: int, n: int, k: int, us: Optional[float]) -> Optional[float]:
