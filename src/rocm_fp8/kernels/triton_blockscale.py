@@ -26,12 +26,12 @@ import torch
 import triton
 
 from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel, splitk_reduce
+from rocm_fp8.quant import OUT_DTYPES
 
 GROUP_K = 128  # activation group along K and weight block along K; the kernel's BLOCK_K
 GROUP_N = 128  # weight block along N
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
-OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 try:  # host-side tensor descriptors (Triton >= 3.4)
     from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
