@@ -91,5 +91,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"report cached at {report['cache_path']}")
         if args.output:
             print(f"report written to {args.output}")
-    bad = [r for r in report["results"] if r.get("status") in ("unsafe", "error")]
+    bad = [r for r in pr.Report.from_dict(report).results if r.status in ("unsafe", "error")]
     return 1 if bad and not args.static else 0
