@@ -287,7 +287,7 @@ def test_bad_arch_and_aiter_dir_are_named():
 
 def test_tuner_budgets_lds_per_arch_and_prunes_by_compile(capsys):
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes
-    from rocm_fp8.tune import candidates, launchable
+    from rocm_fp8.tune.candidates import candidates, launchable
 
     for m in (1, 64, 256, 4096):
         h100 = candidates(m, hopper=True)

@@ -109,7 +109,7 @@ def hf_configs(tmp_path):
 
 
 def test_tune_flags_resolve_shapes(hf_configs):
-    from rocm_fp8.tune import parse_args
+    from rocm_fp8.tune.cli import parse_args
 
     mm, ds = hf_configs
     args = parse_args(["--from-config", str(mm), "--tp", "4"])
