@@ -14,8 +14,8 @@ import pytest
 
 from rocm_fp8 import kernel_configs
 from rocm_fp8.cli import main as cli_main
-from rocm_fp8.progress import Progress
-from rocm_fp8.shapes import PRESETS, block_fp8_shapes, linear_shapes, resolve, table_shapes
+from rocm_fp8.cli.progress import Progress
+from rocm_fp8.cli.shapes import PRESETS, block_fp8_shapes, linear_shapes, resolve, table_shapes
 
 MINIMAX_M25 = {
     "architectures": ["MiniMaxM2ForCausalLM"], "model_type": "minimax_m2",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from rocm_fp8 import shapes as shape_mod
+from rocm_fp8.cli import shapes as shape_mod
 
-#: (N, K) per preset (see :mod:`rocm_fp8.shapes`, which also reads HF model configs)
+#: (N, K) per preset (see :mod:`rocm_fp8.cli.shapes`, which also reads HF model configs)
 PRESETS = shape_mod.PRESETS
 
 #: M values: small decode sizes, then both sides of every 16-row tile boundary that is a power of

@@ -10,13 +10,13 @@ from typing import Any, Optional, Sequence
 from rocm_fp8 import plugins as plugin_mod
 from rocm_fp8 import probe_report as pr
 from rocm_fp8.backends import all_backends, backend_names, find, safe_call
+from rocm_fp8.cli.progress import Progress
 from rocm_fp8.ledger import static_verdicts
 from rocm_fp8.probe.presets import (CPU_DEFAULT_MAX_M, DEFAULT_BUILD_TIMEOUT_S, DEFAULT_REPEATS,
                                     DEFAULT_STARTUP_TIMEOUT_S, DEFAULT_TIMEOUT_S, PREFILL_CHUNK, TOLERANCES,
                                     default_ms)
 from rocm_fp8.probe.summary import summarise
 from rocm_fp8.probe.supervisor import run_backend
-from rocm_fp8.progress import Progress
 from rocm_fp8.toolchain import Toolchain, detect
 from rocm_fp8.tune.speed import measure_speed
 from rocm_fp8.tune.table import versions

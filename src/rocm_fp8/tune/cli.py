@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from rocm_fp8 import shapes as shape_mod
+from rocm_fp8.cli import shapes as shape_mod
+from rocm_fp8.cli.progress import Progress
 from rocm_fp8.kernel_configs import slug
-from rocm_fp8.progress import Progress
 from rocm_fp8.quant import FP8_DTYPES
 from rocm_fp8.toolchain import detect
 from rocm_fp8.tune.candidates import candidates, precompile
