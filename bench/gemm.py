@@ -8,7 +8,7 @@ our Triton kernel with the size-based default config, every other backend that i
 here (aiter's on AMD), and ``auto``: the backend the dispatcher picks for the cell, run the way the
 dispatcher runs it. ``best`` is the fastest single backend of the cell. Each is checked against a
 float32 reference first, then timed as the median of CUDA-graph replays over input sets rotated so
-they span 3x the L2 (``rocm_fp8.tune.time_calls``). Writes ``gemm-<device>.json`` and ``.md`` with
+they span 3x the L2 (``rocm_fp8.tune.timing.time_calls``). Writes ``gemm-<device>.json`` and ``.md`` with
 TFLOPS, ratios, geomeans, the issue-13 targets (auto >= 0.97x best in every cell; auto >= 1.3x
 cuBLASLt geomean for 16 <= M <= 256 and >= 1.5x at M = 1), the table used and where it was
 measured, the device and the torch/triton/CUDA versions.
@@ -31,8 +31,10 @@ from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_bl
 from rocm_fp8.backends.triton import TritonBackend
 from rocm_fp8.kernels.triton_blockscale import blockscale_gemm, default_config
 from rocm_fp8.toolchain import detect
-from rocm_fp8.tune import (make_sets, reference, rel_error, rotation_sets, safe_backends, tflops, time_backend,
-                           time_calls, versions)
+from rocm_fp8.tune.operands import make_sets, reference, rel_error
+from rocm_fp8.tune.speed import safe_backends, time_backend
+from rocm_fp8.tune.table import versions
+from rocm_fp8.tune.timing import rotation_sets, tflops, time_calls
 
 SHAPES = {
     "MiniMax-M2.5 TP4 qkv": (2048, 3072),

@@ -8,9 +8,10 @@ the minimum of ``runs`` runs. Paths: torch add (one kernel), a Triton no-op kern
 torch.matmul bf16, our GEMM through ``blockscale_gemm(check=False)`` and through the bound launcher
 (``TritonBackend.bind``), ``quantize_activation`` (torch) and the fused quant kernel, the public op
 with FP8 and bf16 input for auto and every explicit backend that runs here, and ``Fp8BlockLinear``
-(planned). Then the GPU time per call of the same under CUDA-graph replay. Ratios are to the no-op
-launch and to torch add; the targets of the lean-path work are marked met / not met:
-FP8 input <= 2x the no-op launch; bf16 input <= 3x it and <= 1.5x torch.matmul bf16; module <= op.
+(planned). Then the GPU time per call of the same under CUDA-graph replay. Both with the
+harness of every published number (``rocm_fp8.tune.timing``: ``host_us``, ``time_calls``).
+Ratios are to the no-op launch and to torch add; the targets of the lean-path work are marked
+met / not met: FP8 input <= 2x the no-op launch; bf16 input <= 3x it and <= 1.5x torch.matmul bf16; module <= op.
 
 CPU (no GPU visible): the dispatcher alone, the op with a registered no-op backend vs a tiny
 ``torch.add`` (target <= 2x), functional and module.
@@ -36,6 +37,7 @@ if str(ROOT / "src") not in sys.path:
 import rocm_fp8  # noqa: E402
 from rocm_fp8 import kernel_configs  # noqa: E402
 from rocm_fp8.quant import quantize_activation, quantize_weight  # noqa: E402
+from rocm_fp8.tune.timing import host_us, time_calls  # noqa: E402
 
 SHAPES = [(1, 2048, 3072), (16, 2112, 7168)]
 
@@ -45,46 +47,11 @@ def _sync(on_gpu: bool) -> None:
         torch.cuda.synchronize()
 
 
-def host_us(fn: Callable, calls: int, runs: int, on_gpu: bool) -> float:
-    """Enqueue time per call: min over ``runs`` of (time of ``calls`` calls, taken before the sync)."""
-    for _ in range(20):
-        fn()
-    _sync(on_gpu)
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        t1 = time.perf_counter()
-        _sync(on_gpu)
-        best = min(best, (t1 - t0) * 1e6 / calls)
-    return best
-
-
-def graph_us(fn: Callable, per_graph: int = 20, replays: int = 20) -> dict:
-    """GPU time per call: ``per_graph`` calls captured in one CUDA graph, replayed, timed by events."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(per_graph):
-                fn()
-        graph.replay()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        return {"gpu_us": start.elapsed_time(end) * 1e3 / (replays * per_graph)}
-    except Exception as exc:  # noqa: BLE001 - a path that cannot be captured is a result too
-        torch.cuda.synchronize()
-        return {"graph_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+def graph_us(fn: Callable) -> dict:
+    """GPU time per call under CUDA-graph replay (:func:`rocm_fp8.tune.timing.time_calls`, the
+    harness of every published number), or why the path cannot be captured."""
+    r = time_calls([fn])
+    return {"gpu_us": r["us"]} if r["graph"] else {"graph_error": r.get("graph_error", "capture failed")}
 
 
 def _noop_kernel():
@@ -221,7 +188,7 @@ def measure(m: int, n: int, k: int, on_gpu: bool, calls: int, runs: int) -> dict
         try:
             fn()
             _sync(on_gpu)
-            r = {"host_us": host_us(fn, calls, runs, on_gpu)}
+            r = {"host_us": host_us(fn, calls, runs, sync=torch.cuda.synchronize if on_gpu else None)}
             if on_gpu:
                 r.update(graph_us(fn))
         except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal

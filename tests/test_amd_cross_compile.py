@@ -287,7 +287,7 @@ def test_bad_arch_and_aiter_dir_are_named():
 
 def test_tuner_budgets_lds_per_arch_and_prunes_by_compile(capsys):
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes
-    from rocm_fp8.tune import candidates, launchable
+    from rocm_fp8.tune.candidates import candidates, launchable
 
     for m in (1, 64, 256, 4096):
         h100 = candidates(m, hopper=True)
@@ -331,7 +331,7 @@ def test_doctor_reports_the_kernel_compiling_for_the_images_arch():
     """`rocm-fp8 doctor`'s check, over a real compile with this Triton (as it runs in an image)."""
     import triton
 
-    from rocm_fp8.doctor import FAIL, OK, WARN, Facts, _kernel_check, gather_kernel_facts
+    from rocm_fp8.cli.doctor import FAIL, OK, WARN, Facts, _kernel_check, gather_kernel_facts
 
     for arch in ARCHS:
         facts = Facts()

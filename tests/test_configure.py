@@ -8,7 +8,7 @@ import json
 import pytest
 from test_toolchain import fake_rocm  # noqa: F401 - fixture: a stand-in ROCm 7.0.0 install
 
-from rocm_fp8 import configure
+from rocm_fp8.cli import configure
 from rocm_fp8 import toolchain as tcmod
 
 

@@ -199,7 +199,7 @@ def test_readers_see_the_old_table_or_the_new_one_never_half(tmp_path):
 
 
 def test_tune_write_table_goes_through_the_one_writer(tmp_path):
-    from rocm_fp8.tune import write_table
+    from rocm_fp8.tune.table import write_table
 
     path = tmp_path / "gpu_y.json"
     write_table(path, "GPU Y", "sm90", {"768,3072": [_row(1)]}, sm_count=132)

@@ -14,8 +14,8 @@ import pytest
 
 from rocm_fp8 import kernel_configs
 from rocm_fp8.cli import main as cli_main
-from rocm_fp8.progress import Progress
-from rocm_fp8.shapes import PRESETS, block_fp8_shapes, linear_shapes, resolve, table_shapes
+from rocm_fp8.cli.progress import Progress
+from rocm_fp8.cli.shapes import PRESETS, block_fp8_shapes, linear_shapes, resolve, table_shapes
 
 MINIMAX_M25 = {
     "architectures": ["MiniMaxM2ForCausalLM"], "model_type": "minimax_m2",
@@ -109,7 +109,7 @@ def hf_configs(tmp_path):
 
 
 def test_tune_flags_resolve_shapes(hf_configs):
-    from rocm_fp8.tune import parse_args
+    from rocm_fp8.tune.cli import parse_args
 
     mm, ds = hf_configs
     args = parse_args(["--from-config", str(mm), "--tp", "4"])

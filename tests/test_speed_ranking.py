@@ -111,7 +111,7 @@ def test_speed_measured_here_goes_before_the_table(tmp_path, monkeypatch):
 
 
 def test_tune_writes_speed_where_the_dispatcher_reads_it(tmp_path, monkeypatch):
-    from rocm_fp8.tune import speed_entry, write_speed
+    from rocm_fp8.tune.speed import speed_entry, write_speed
 
     monkeypatch.setenv(pr.ENV_CACHE, str(tmp_path))
     tc = Toolchain.hypothetical("sm90", device_name="NVIDIA H200").with_(source="detected")
@@ -155,7 +155,7 @@ def test_bad_speed_entries_are_skipped_not_fatal():
 # -- what the tuner times ---------------------------------------------------------------------------------
 
 def test_only_available_and_safe_backends_are_timed():
-    from rocm_fp8.tune import safe_backends
+    from rocm_fp8.tune.speed import safe_backends
 
     ok, skipped = safe_backends(gfx950(HIP70), 2560, 4096, 4096, "e4m3fn")
     assert [b.name for b in ok] == ["triton", "aiter-triton"]
@@ -184,7 +184,8 @@ def test_time_backend_checks_numerics_before_timing():
 
     from faulty_backends import NanAboveM, WrongAboveM
     from rocm_fp8.backends.reference import ReferenceBackend
-    from rocm_fp8.tune import make_sets, reference, speed_entry, time_backend
+    from rocm_fp8.tune.operands import make_sets, reference
+    from rocm_fp8.tune.speed import speed_entry, time_backend
 
     fp8 = torch.float8_e4m3fn
     sets = make_sets(48, 256, 512, fp8, 2, device="cpu", seed=11)

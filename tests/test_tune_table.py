@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from rocm_fp8.tune import ACCURACY_SLACK, accuracy_floor, accurate_enough, rel_error, write_table
+from rocm_fp8.tune.operands import ACCURACY_SLACK, accuracy_floor, accurate_enough, rel_error
+from rocm_fp8.tune.table import write_table
 
 
 def test_rows_merge_by_m_and_other_shapes_survive(tmp_path):
@@ -42,7 +43,7 @@ def test_accuracy_gate_is_relative_to_the_rounding_floor():
 @pytest.mark.parametrize("m", [1, 16, 256, 4096])
 def test_candidates_are_valid_configs(m):
     from rocm_fp8.kernels.triton_blockscale import KernelConfig
-    from rocm_fp8.tune import candidates
+    from rocm_fp8.tune.candidates import candidates
 
     for hopper in (True, False):
         cands = candidates(m, hopper=hopper)

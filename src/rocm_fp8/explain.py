@@ -78,9 +78,9 @@ def speed_sources(evidence: Sequence) -> list[str]:
     """The evidence files that hold speed measurements (probe reports with a "speed" list)."""
     out = []
     for src in evidence:
-        report = getattr(src, "report", None)
-        if isinstance(report, dict) and report.get("speed"):
-            out.append(f"{getattr(src, 'origin', '?')} ({len(report['speed'])} measurements)")
+        report = getattr(src, "parsed", None)  # a ProbeEvidence's typed report (rocm_fp8.probe_report.Report)
+        if report is not None and report.speed:
+            out.append(f"{getattr(src, 'origin', '?')} ({len(report.speed)} measurements)")
     return out
 
 

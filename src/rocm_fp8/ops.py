@@ -21,10 +21,9 @@ import torch
 
 from rocm_fp8 import dispatch
 from rocm_fp8.dispatch import _plans
-from rocm_fp8.quant import QUANT_MAX
+from rocm_fp8.quant import OUT_DTYPES, QUANT_MAX
 
 FLOAT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
-OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLOAT_INPUTS = FLOAT_INPUTS  # the old private names
 _OUT_DTYPES = OUT_DTYPES
 _FLOAT_SET = frozenset(FLOAT_INPUTS)

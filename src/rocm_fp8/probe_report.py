@@ -19,7 +19,7 @@ How a result becomes a verdict for a problem at M (:class:`ProbeEvidence`):
 
 Speed (optional ``"speed"`` list, written by ``rocm-fp8 tune`` and ``rocm-fp8 probe --timing``):
 one entry per (backend, N, K, M) with the median time ``us`` and ``tflops``, measured with
-CUDA-graph replays over input sets that span 3x the L2 (:func:`rocm_fp8.tune.time_calls`), only for
+CUDA-graph replays over input sets that span 3x the L2 (:func:`rocm_fp8.tune.timing.time_calls`), only for
 backends that were available, not marked unsafe at that M, and matched the float32 reference.
 A problem at M reads the entry with the smallest measured M >= M; beyond the largest measured M only
 when that is >= 4096 (compute-bound: speed no longer grows with M), else no figure;
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
@@ -135,6 +136,128 @@ def check_report(data: Any, where: str = "report") -> dict[str, Any]:
     return data
 
 
+# -- the typed view: the one reader of a report's fields ---------------------------------------------
+
+def _opt_int(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first failure of a (backend, shape): its symptom at an M (``None``: while preparing the
+    weight, before any M ran), and what was seen."""
+
+    symptom: str
+    m: Optional[int] = None
+    detail: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Optional[Failure]":
+        if not d:
+            return None
+        if not isinstance(d, dict) or not isinstance(d.get("symptom"), str):
+            raise ValueError(f"{where}: failure: expected an object with a \"symptom\" string, got {d!r}")
+        return cls(d["symptom"], _opt_int(d.get("m")), str(d.get("detail") or ""))
+
+    @property
+    def words(self) -> str:
+        return SYMPTOM_WORDS.get(self.symptom, self.symptom)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One (backend, N, K) row: measured (status ``safe | unsafe | skipped | unavailable | error``)
+    or, in a static report, the ledger's verdict (``source`` names the entry)."""
+
+    backend: str
+    n: int
+    k: int
+    fp8_dtype: str = "e4m3fn"
+    device_type: str = "cuda"
+    status: str = "?"
+    max_safe_m: Optional[int] = None
+    failure: Optional[Failure] = None
+    reason: str = ""
+    source: str = ""
+    worst: dict[str, Any] = field(default_factory=dict)
+    deterministic: Optional[bool] = None
+    time_s: Optional[float] = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.backend, self.n, self.k, self.fp8_dtype, self.device_type)
+
+    @classmethod
+    def from_dict(cls, r: Any, where: str) -> "Result":
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: expected an object, got {type(r).__name__}")
+        for key in ("backend", "n", "k"):
+            if key not in r:
+                raise ValueError(f"{where}: expected a {key!r} field, got keys {sorted(r)}")
+        worst = r.get("worst")
+        return cls(str(r["backend"]), int(r["n"]), int(r["k"]), r.get("fp8_dtype", "e4m3fn"),
+                   r.get("device_type", "cuda"), r.get("status", "?"), _opt_int(r.get("max_safe_m")),
+                   Failure.from_dict(r.get("failure"), where), str(r.get("reason") or ""), str(r.get("source") or ""),
+                   dict(worst) if isinstance(worst, dict) else {}, r.get("deterministic"), r.get("time_s"))
+
+
+@dataclass(frozen=True)
+class SpeedEntry:
+    """One speed measurement: a backend at (N, K, M), median ``us`` and ``tflops``."""
+
+    backend: str
+    n: int
+    k: int
+    m: int
+    tflops: float
+    fp8_dtype: str = "e4m3fn"
+    device_type: str = "cuda"
+    us: Optional[float] = None
+
+    @property
+    def key(self) -> tuple:
+        """The (backend, N, K, fp8 flavour, device type) it belongs to, as :attr:`Result.key`."""
+        return (self.backend, self.n, self.k, self.fp8_dtype, self.device_type)
+
+    @classmethod
+    def from_dict(cls, r: Any, where: str) -> "SpeedEntry":
+        check_speed_entry(r, where)
+        us = r.get("us")
+        return cls(str(r["backend"]), int(r["n"]), int(r["k"]), int(r["m"]), float(r["tflops"]),
+                   r.get("fp8_dtype", "e4m3fn"), r.get("device_type", "cuda"), None if us is None else float(us))
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report as read: every reader of a report (the evidence, the tables printed) goes through
+    :meth:`from_dict`, which checks the format and fills the defaults of older files. The JSON dict
+    stays what is written (:func:`new_report`, :func:`write_report`)."""
+
+    fingerprint: str
+    static: bool
+    created: str
+    toolchain: dict[str, Any]
+    settings: dict[str, Any]
+    backends: dict[str, dict[str, Any]]
+    results: tuple[Result, ...]
+    speed: tuple[SpeedEntry, ...] = ()
+    speed_settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "report") -> "Report":
+        check_report(data, where)
+        results = tuple(Result.from_dict(r, f"{where}: results[{i}]") for i, r in enumerate(data["results"]))
+        speed = []
+        for i, r in enumerate(data.get("speed") or []):
+            try:
+                speed.append(SpeedEntry.from_dict(r, f"{where}: speed[{i}]"))
+            except (ValueError, TypeError):
+                continue  # one bad entry does not void the others
+        return cls(str(data.get("fingerprint") or ""), bool(data.get("static")), str(data.get("created") or ""),
+                   dict(data.get("toolchain") or {}), dict(data.get("settings") or {}),
+                   dict(data.get("backends") or {}), results, tuple(speed), dict(data.get("speed_settings") or {}))
+
+
 def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
     path = Path(path)
     return check_report(read_json(path, "report"), f"report {path}")
@@ -191,57 +314,50 @@ class ProbeEvidence:
 
     def __init__(self, report: dict[str, Any], origin: str):
         self.report = check_report(report, origin)
+        self.parsed = Report.from_dict(report, origin)
         self.origin = origin
-        self._by_key = {result_key(r): r for r in report["results"]}
-        self._speed: dict[tuple, list[dict[str, Any]]] = {}
-        if not report.get("static"):
-            for i, r in enumerate(report.get("speed") or []):
-                try:
-                    check_speed_entry(r, f"{origin}: speed[{i}]")
-                except ValueError:
-                    continue  # one bad entry does not void the others
-                self._speed.setdefault(result_key(r), []).append(r)
+        self._by_key = {r.key: r for r in self.parsed.results}
+        self._speed: dict[tuple, list[SpeedEntry]] = {}
+        if not self.parsed.static:
+            for e in self.parsed.speed:
+                self._speed.setdefault(e.key, []).append(e)
             for rows in self._speed.values():
-                rows.sort(key=lambda r: int(r["m"]))
+                rows.sort(key=lambda e: e.m)
 
     def speed(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Speed]:
         rows = self._speed.get((backend, problem.n, problem.k, problem.fp8_dtype, problem.device_type))
         if not rows:
             return None
-        row = next((r for r in rows if int(r["m"]) >= problem.m), None)
+        row = next((e for e in rows if e.m >= problem.m), None)
         if row is None:
             # beyond the largest measured M: only from the compute-bound regime, where speed is flat in M
-            if int(rows[-1]["m"]) < SPEED_FLAT_FROM_M:
+            if rows[-1].m < SPEED_FLAT_FROM_M:
                 return None
             row = rows[-1]
-        return Speed(float(row["tflops"]), f"probe:{self.origin}", int(row["m"]), row.get("us"))
+        return Speed(row.tflops, f"probe:{self.origin}", row.m, row.us)
 
     def verdict(self, backend: str, problem: "Problem", toolchain: "Toolchain") -> Optional[Verdict]:
-        if self.report.get("static"):
+        if self.parsed.static:
             return None
         r = self._by_key.get((backend, problem.n, problem.k, problem.fp8_dtype, problem.device_type))
-        if r is None or r.get("status") in ("skipped", "unavailable"):
+        if r is None or r.status in ("skipped", "unavailable"):
             return None
         source = f"probe:{self.origin}"
-        limit = r.get("max_safe_m")
-        failure = r.get("failure")
-        when = self.report.get("created", "")[:10]
+        limit, failure = r.max_safe_m, r.failure
+        when = self.parsed.created[:10]
         what = f"N={problem.n} K={problem.k}"
         if limit is not None and problem.m <= limit:
-            tail = ""
-            if failure:
-                tail = (f"; {SYMPTOM_WORDS.get(failure['symptom'], failure['symptom'])} at M={failure['m']}")
+            tail = f"; {failure.words} at M={failure.m}" if failure else ""
             return Verdict(True, source, f"{backend}: probe on this toolchain ({when}) verified {what} correct "
                                          f"for every tested M up to {limit}{tail}", limit)
         if failure:
-            words = SYMPTOM_WORDS.get(failure["symptom"], failure["symptom"])
-            detail = failure.get("detail") or ""
             safe_part = (f"verified safe only up to M={limit}" if limit is not None
                          else "not safe at any tested M")
-            at = f"at M={failure['m']}" if failure.get("m") is not None else "while preparing the weight"
+            at = f"at M={failure.m}" if failure.m is not None else "while preparing the weight"
             return Verdict(False, source,
-                           f"{backend}: probe on this toolchain ({when}) measured {words} {at} "
-                           f"for {what}" + (f" ({detail})" if detail else "") + f"; {safe_part}", limit)
+                           f"{backend}: probe on this toolchain ({when}) measured {failure.words} {at} "
+                           f"for {what}" + (f" ({failure.detail})" if failure.detail else "") + f"; {safe_part}",
+                           limit)
         return None  # passed everything tested, but this M was not tested
 
 
@@ -295,14 +411,14 @@ def _fmt(x: Any, spec: str = ".1e") -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table, with what was swept stated up front."""
-    s = report.get("settings", {})
-    tc = report.get("toolchain", {})
+    rep = Report.from_dict(report)
+    s, tc = rep.settings, rep.toolchain
     lines = []
-    if report.get("static"):
+    if rep.static:
         lines.append("STATIC report: known-issues ledger verdicts only; no kernel was run.")
-    lines.append(f"toolchain {report.get('fingerprint')}  ({tc.get('arch')}, hipcc {tc.get('hip_version_str') or '-'}, "
-                 f"torch {tc.get('torch_version')}, aiter {tc.get('aiter_version') or '-'})  created {report.get('created')}")
-    if s.get("ms") and report.get("static"):
+    lines.append(f"toolchain {rep.fingerprint}  ({tc.get('arch')}, hipcc {tc.get('hip_version_str') or '-'}, "
+                 f"torch {tc.get('torch_version')}, aiter {tc.get('aiter_version') or '-'})  created {rep.created}")
+    if s.get("ms") and rep.static:
         lines.append(f"verdicts evaluated at {len(s['ms'])} M values from {min(s['ms'])} to {max(s['ms'])}")
     elif s.get("ms"):
         ms = s["ms"]
@@ -311,31 +427,31 @@ def format_table(report: dict[str, Any]) -> str:
                         "pass --max-m 16384 for the full sweep)")
                      + f"; device {s.get('device', '?')}; {s.get('repeats', '?')} launches per M; "
                        f"tolerances rel<={s.get('rtol')}, row rel<={s.get('row_rtol')}, cos>={s.get('min_cosine')}")
-    for name, b in sorted(report.get("backends", {}).items()):
+    for name, b in sorted(rep.backends.items()):
         if not b.get("available", True):
             lines.append(f"  {name}: not probed: {b.get('reason')}")
     head = ("backend", "N", "K", "status", "max safe M", "first failure", "rel err", "row rel", "min cos", "det",
             "time s")
     rows = [head]
-    for r in report.get("results", []):
-        if report.get("static"):
-            rows.append((r["backend"], str(r["n"]), str(r["k"]), r.get("status", "?"), _fmt(r.get("max_safe_m")),
-                         r.get("source") or "-", "", "", "", "", ""))
+    for r in rep.results:
+        if rep.static:
+            rows.append((r.backend, str(r.n), str(r.k), r.status, _fmt(r.max_safe_m), r.source or "-",
+                         "", "", "", "", ""))
             continue
-        f = r.get("failure")
-        first = f"{f['symptom']}@M={f['m']}" if f else ("-" if r.get("status") == "safe" else r.get("reason", "")[:40])
-        w = r.get("worst", {})
-        det = r.get("deterministic")
-        rows.append((r["backend"], str(r["n"]), str(r["k"]), r.get("status", "?"), _fmt(r.get("max_safe_m")), first,
+        f = r.failure
+        first = f"{f.symptom}@M={f.m}" if f else ("-" if r.status == "safe" else r.reason[:40])
+        w = r.worst
+        det = r.deterministic
+        rows.append((r.backend, str(r.n), str(r.k), r.status, _fmt(r.max_safe_m), first,
                      _fmt(w.get("rel_err")), _fmt(w.get("row_rel_err")), _fmt(w.get("min_cosine"), ".6f"),
-                     "-" if det is None else ("yes" if det else "NO"), _fmt(r.get("time_s"), ".1f")))
+                     "-" if det is None else ("yes" if det else "NO"), _fmt(r.time_s, ".1f")))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    if report.get("static"):
-        for r in report.get("results", []):
-            if r.get("reason") and r.get("status") != "no-known-issue":
-                lines.append(f"  {r['backend']} N={r['n']} K={r['k']}: {r['reason']}")
+    if rep.static:
+        for r in rep.results:
+            if r.reason and r.status != "no-known-issue":
+                lines.append(f"  {r.backend} N={r.n} K={r.k}: {r.reason}")
     speed = format_speed(report)
     if speed:
         lines.append(speed)
@@ -344,16 +460,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 def format_speed(report: dict[str, Any]) -> str:
     """The report's speed measurements: one line per (N, K, M), backends fastest first."""
-    speed = report.get("speed") or []
-    if not speed:
+    rep = Report.from_dict(report)
+    if not rep.speed:
         return ""
-    s = report.get("speed_settings", {})
+    s = rep.speed_settings
     lines = [f"speed (TFLOPS, median of CUDA-graph replays over inputs spanning 3x L2; device "
              f"{s.get('device', '?')}, measured {s.get('created', '?')}):"]
-    cells: dict[tuple, list[dict[str, Any]]] = {}
-    for r in speed:
-        cells.setdefault((int(r["n"]), int(r["k"]), int(r["m"])), []).append(r)
+    cells: dict[tuple, list[SpeedEntry]] = {}
+    for e in rep.speed:
+        cells.setdefault((e.n, e.k, e.m), []).append(e)
     for (n, k, m), rows in sorted(cells.items()):
-        rows = sorted(rows, key=lambda r: -float(r["tflops"]))
-        lines.append(f"  N={n} K={k} M={m}: " + ", ".join(f"{r['backend']} {float(r['tflops']):.1f}" for r in rows))
+        rows = sorted(rows, key=lambda e: -e.tflops)
+        lines.append(f"  N={n} K={k} M={m}: " + ", ".join(f"{e.backend} {e.tflops:.1f}" for e in rows))
     return "\n".join(lines)

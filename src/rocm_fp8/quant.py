@@ -21,6 +21,11 @@ FP8_DTYPES = {
 }
 FP8_NAMES = {v: k for k, v in FP8_DTYPES.items()}
 
+#: what a GEMM may write (the op's ``out_dtype``, our kernel's output), and the same by name (a
+#: :class:`rocm_fp8.Problem`'s ``out_dtype``); backends that write fewer say so in ``supports``
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+OUT_DTYPE_NAMES = ("bfloat16", "float16", "float32")
+
 #: the largest magnitude we quantize to, per flavour
 QUANT_MAX = {
     torch.float8_e4m3fn: 448.0,

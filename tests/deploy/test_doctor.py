@@ -3,7 +3,7 @@
 import json
 import os
 
-from rocm_fp8.doctor import FAIL, OK, WARN, Facts, Node, gather_facts, main, run_checks
+from rocm_fp8.cli.doctor import FAIL, OK, WARN, Facts, Node, gather_facts, main, run_checks
 
 TC = {"arch": "gfx950", "rocm_version": "7.2.4", "hip_version_str": "7.2.53211-97f5574fe2",
       "torch_version": "2.10.0+rocm7.2.4", "torch_hip": "7.2.53211", "aiter_version": "0.1.7.post2.dev18",
@@ -135,7 +135,7 @@ def test_a_host_with_a_gpu_but_without_group_access_is_told_to_join_the_groups()
 
 
 def test_container_detection_reads_the_markers(tmp_path, monkeypatch):
-    from rocm_fp8.doctor import detect_container
+    from rocm_fp8.cli.doctor import detect_container
 
     monkeypatch.delenv("container", raising=False)
     (tmp_path / "proc" / "1").mkdir(parents=True)

@@ -15,6 +15,7 @@ import rocm_fp8
 from rocm_fp8.backends import all_backends, safe_call
 from rocm_fp8.backends.base import Problem
 from rocm_fp8.toolchain import detect
+from rocm_fp8.tune.timing import time_calls
 
 pytestmark = [pytest.mark.gpu, pytest.mark.bench]
 
@@ -22,20 +23,10 @@ SHAPES = [(2048, 3072), (3072, 1536), (2112, 7168), (7168, 2048)]  # MiniMax-M2.
 MS = [16, 1024, 8192]
 
 
-def _time_ms(fn, reps: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+def _time_ms(fn) -> float:
+    """GPU time per call in milliseconds, with the harness of every published number (CUDA-graph
+    replays, median; see rocm_fp8.tune.timing)."""
+    return time_calls([fn])["us"] / 1000.0
 
 
 @pytest.mark.parametrize("n,k", SHAPES)

@@ -82,7 +82,7 @@ def test_every_tuned_row_is_as_accurate_as_its_output_dtype_allows(n, k, m, cfg)
     """A table row may be fast only if it is also accurate: within tune.ACCURACY_SLACK of the error of
     the exact result rounded to bf16 (no kernel can do better), at the row's own M (capped at 4096)."""
     from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
-    from rocm_fp8.tune import ACCURACY_SLACK, accuracy_floor, rel_error
+    from rocm_fp8.tune.operands import ACCURACY_SLACK, accuracy_floor, rel_error
 
     m = min(m, 4096)
     ops = operands(m, n, k, seed=m + n + 3 * k)

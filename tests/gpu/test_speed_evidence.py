@@ -30,7 +30,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_measure_speed_times_every_safe_backend(cache):
     from rocm_fp8.toolchain import detect
-    from rocm_fp8.tune import measure_speed, safe_backends, write_speed
+    from rocm_fp8.tune.speed import measure_speed, safe_backends, write_speed
 
     tc = detect()
     safe, _ = safe_backends(tc, N, K, M, tc.fp8_flavour)

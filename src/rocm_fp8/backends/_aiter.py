@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from rocm_fp8.backends.base import OK, Problem, refuse
+from rocm_fp8.backends.base import OK, Problem, check_block_and_out_dtype, refuse
 from rocm_fp8.errors import BackendUnavailableError
 
 #: Where no aiter can be inspected (hypothetical toolchains for ``explain``): the (N, K) with a per-shape
@@ -108,8 +108,9 @@ def check_problem(name: str, problem: Problem, toolchain, out_dtypes=("bfloat16"
     multiple of 128 (a partial last scale group); only aiter's Triton kernel does (see below)."""
     if problem.device_type != "cuda":
         return refuse(f"{name}: tensors are on {problem.device_type}, the kernel needs them on the GPU")
-    if (problem.block_n, problem.block_k) != (128, 128):
-        return refuse(f"{name}: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
+    ok, why = check_block_and_out_dtype(name, problem, tuple(out_dtypes))
+    if not ok:
+        return ok, why
     if problem.k % 128:
         if not partial_k:
             # aiter's CK block-scale GEMMs are instantiated with GemmSpecialization::Default (no K
@@ -124,8 +125,6 @@ def check_problem(name: str, problem: Problem, toolchain, out_dtypes=("bfloat16"
     if problem.fp8_dtype != want:
         return refuse(f"{name}: {toolchain.arch} computes in float8_{want}, the weight is float8_{problem.fp8_dtype}"
                       + (" (convert with rocm_fp8.e4m3fn_to_e4m3fnuz)" if want == "e4m3fnuz" else ""))
-    if problem.out_dtype not in out_dtypes:
-        return refuse(f"{name}: output dtype must be one of {', '.join(out_dtypes)}, got {problem.out_dtype}")
     return OK
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from rocm_fp8.quant import quantize_activation
+from rocm_fp8.quant import OUT_DTYPE_NAMES, quantize_activation
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -40,6 +40,22 @@ OK: tuple[bool, str] = (True, "")
 
 def refuse(reason: str) -> tuple[bool, str]:
     return (False, reason)
+
+
+#: the weight block (N x K) of block-FP8 checkpoints, the only one our backends take (activations are
+#: quantized per 1 x 128 group along K to match)
+WEIGHT_BLOCK = (128, 128)
+
+
+def check_block_and_out_dtype(name: str, problem: "Problem",
+                              out_dtypes: "tuple[str, ...]" = OUT_DTYPE_NAMES) -> tuple[bool, str]:
+    """The checks every GPU backend shares, in ``supports``' ``(ok, reason)`` form: 128x128 weight
+    blocks, and an output dtype among ``out_dtypes`` (the ones the kernel itself writes)."""
+    if (problem.block_n, problem.block_k) != WEIGHT_BLOCK:
+        return refuse(f"{name}: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
+    if problem.out_dtype not in out_dtypes:
+        return refuse(f"{name}: output dtype must be {' or '.join(out_dtypes)}, got {problem.out_dtype}")
+    return OK
 
 
 @dataclass(frozen=True)

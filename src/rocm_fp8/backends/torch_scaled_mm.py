@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from rocm_fp8 import kernel_configs
-from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
+from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, check_block_and_out_dtype, refuse
 from rocm_fp8.toolchain import parse_version
 
 #: M below this is padded
@@ -80,13 +80,11 @@ class TorchScaledMMBackend(Backend):
     def supports(self, problem: Problem, toolchain):
         if problem.device_type != "cuda":
             return refuse("torch-scaled-mm: needs CUDA tensors")
-        if (problem.block_n, problem.block_k) != (128, 128):
-            return refuse(f"torch-scaled-mm: cuBLASLt supports 128x128 weight blocks only, got "
-                          f"{problem.block_n}x{problem.block_k}")
+        ok, why = check_block_and_out_dtype("torch-scaled-mm", problem, ("bfloat16",))  # cuBLASLt writes bf16
+        if not ok:
+            return ok, why
         if problem.fp8_dtype != "e4m3fn":
             return refuse(f"torch-scaled-mm: cuBLASLt takes e4m3fn, got {problem.fp8_dtype}")
-        if problem.out_dtype != "bfloat16":
-            return refuse(f"torch-scaled-mm: cuBLASLt blockwise FP8 writes bfloat16 only, got {problem.out_dtype}")
         return OK
 
     def tuned_for(self, problem: Problem, toolchain) -> bool:

@@ -15,11 +15,10 @@ from typing import Optional
 import torch
 
 from rocm_fp8 import kernel_configs
-from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, refuse
+from rocm_fp8.backends.base import OK, Backend, PreparedWeight, Problem, check_block_and_out_dtype, refuse
 from rocm_fp8.invalidation import bucket
 from rocm_fp8.toolchain import detect
 
-_OUT_DTYPES = ("bfloat16", "float16", "float32")
 log = logging.getLogger("rocm_fp8")
 
 
@@ -47,10 +46,9 @@ class TritonBackend(Backend):
 
     # -- can it run this problem ------------------------------------------------------------------
     def supports(self, problem: Problem, toolchain):
-        if (problem.block_n, problem.block_k) != (128, 128):
-            return refuse(f"triton: supports 128x128 weight blocks only, got {problem.block_n}x{problem.block_k}")
-        if problem.out_dtype not in _OUT_DTYPES:
-            return refuse(f"triton: output must be bfloat16, float16 or float32, got {problem.out_dtype}")
+        ok, why = check_block_and_out_dtype("triton", problem)
+        if not ok:
+            return ok, why
         if problem.fp8_dtype not in ("e4m3fn", "e4m3fnuz"):
             return refuse(f"triton: FP8 dtype must be e4m3fn or e4m3fnuz, got {problem.fp8_dtype}")
         # any K: a partial last 128-group is masked in the kernel (EVEN_K=False), as K = 3884 needs

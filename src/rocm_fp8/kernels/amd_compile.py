@@ -194,6 +194,7 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
     import triton
 
     from rocm_fp8.kernels import triton_blockscale as tb
+    from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel
 
     cfg = tb.KernelConfig(**dict(cfg_items)).validate()
     fp8_dtype = _fp8_dtype(arch, fp8)
@@ -215,7 +216,7 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
         if value is not None:
             opts[key] = value
     compiled = _compile_like_launch(
-        tb._blockscale_gemm_kernel, arch, args,
+        blockscale_gemm_kernel, arch, args,
         dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=tb.GROUP_K, GROUP_M=cfg.group_m, SPLIT_K=split,
              EVEN_K=(k % tb.GROUP_K == 0), USE_TMA=False, PERSISTENT=cfg.persistent,
              SCALE_BLOCK_N=tb.GROUP_N, FRAME=cfg.frame, **opts))

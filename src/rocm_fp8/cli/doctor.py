@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
+from rocm_fp8 import kernel_configs, toolchain
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 
 #: compared between the baked configuration and the live toolchain
@@ -298,7 +300,6 @@ def gather_kernel_facts(f: Facts, arch: Optional[str]) -> None:
         return
     f.kernel_arch = arch
     try:
-        from rocm_fp8 import kernel_configs
         from rocm_fp8.kernels.amd_compile import compile_blockscale
         from rocm_fp8.kernels.triton_blockscale import KernelConfig, default_config
 
@@ -385,8 +386,6 @@ def gather_facts(dev: str = "/dev", root: str = "/") -> Facts:
                 f.jit_prebuilt = fh.read()
         except OSError:
             pass
-
-    from rocm_fp8 import toolchain
 
     f.config_searched = tuple(str(p) for p in toolchain.config_search_paths())
     path = toolchain.find_config()

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from rocm_fp8 import __version__
+from rocm_fp8.backends import backend_names
+from rocm_fp8.ledger import default_ledger, shipped_path, static_verdicts
+from rocm_fp8.probe import PRESETS, default_ms, resolve_shapes, run_probe
+from rocm_fp8.probe_report import now_iso, sanitize
+from rocm_fp8.toolchain import KNOWN_ARCHES, Toolchain, atomic_write_json, detect_live, format_toolchain
 
 
 def default_output() -> Path:
@@ -33,16 +38,10 @@ def default_output() -> Path:
 def build_config(*, arch: Optional[str] = None, static: bool = True, aiter_commit: Optional[str] = None,
                  aiter_commit_date: Optional[str] = None, shapes: Sequence[tuple[int, int]] = (),
                  probe_kwargs: Optional[dict[str, Any]] = None, argv: Sequence[str] = ()) -> dict[str, Any]:
-    from rocm_fp8 import probe
-    from rocm_fp8.backends import backend_names
-    from rocm_fp8.ledger import default_ledger, shipped_path, static_verdicts
-    from rocm_fp8.probe_report import now_iso
-    from rocm_fp8.toolchain import KNOWN_ARCHES, detect_live
-
     if arch is not None and arch not in KNOWN_ARCHES:
         raise ValueError(f"--arch: expected one of {', '.join(KNOWN_ARCHES)}, got {arch!r}")
     tc = detect_live(arch=arch, aiter_commit=aiter_commit, aiter_commit_date=aiter_commit_date)
-    shapes = list(shapes) or [s for p in probe.PRESETS.values() for s in p]
+    shapes = list(shapes) or [s for p in PRESETS.values() for s in p]
     shapes = list(dict.fromkeys(tuple(s) for s in shapes))
     ledger = default_ledger()
     config: dict[str, Any] = {
@@ -55,27 +54,21 @@ def build_config(*, arch: Optional[str] = None, static: bool = True, aiter_commi
         "fingerprint": tc.fingerprint,
         "toolchain": tc.to_dict(),
         "ledger": {"path": str(shipped_path()), "entries": [e.id for e in getattr(ledger, "entries", [])]},
-        "static_verdicts": static_verdicts(tc, backend_names(), shapes, probe.default_ms()),
+        "static_verdicts": static_verdicts(tc, backend_names(), shapes, default_ms()),
     }
     if not static:
         if not tc.has_gpu:
             raise ValueError("--static: no GPU is visible, so nothing can be probed; pass --static to write "
                              "the toolchain and the ledger's verdicts only")
-        config["probe"] = probe.run_probe(None, shapes, toolchain=tc, write_cache=False, **(probe_kwargs or {}))
+        config["probe"] = run_probe(None, shapes, toolchain=tc, write_cache=False, **(probe_kwargs or {}))
     return config
 
 
 def write_config(config: dict[str, Any], output: "Optional[str | Path]" = None) -> Path:
-    from rocm_fp8.toolchain import atomic_write_json
-
-    from rocm_fp8.probe_report import sanitize
-
     return atomic_write_json(Path(output) if output else default_output(), sanitize(config))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rocm_fp8.probe import PRESETS
-
     p = argparse.ArgumentParser(prog="rocm-fp8 configure",
                                 description="Write the configuration file that processes read instead of detecting "
                                             "the toolchain (run at image build time).")
@@ -97,9 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from rocm_fp8.probe import resolve_shapes
-    from rocm_fp8.toolchain import format_toolchain, Toolchain
-
     try:
         shapes = resolve_shapes(args.n, args.k, args.preset)
         config = build_config(arch=args.arch, static=args.static, aiter_commit=args.aiter_commit,

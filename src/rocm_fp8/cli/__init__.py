@@ -18,16 +18,19 @@ import argparse
 import importlib
 import json
 import sys
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rocm_fp8.toolchain import Toolchain
+from rocm_fp8 import __version__
+from rocm_fp8.backends import all_backends, safe_call
+from rocm_fp8.dispatch import default_sources
+from rocm_fp8.explain import explain, format_decision, speed_sources, table_info, table_words
+from rocm_fp8.toolchain import Toolchain, detect, format_toolchain
 
 #: subcommand -> module with ``main(argv) -> int``
 DELEGATED = {
     "probe": "rocm_fp8.probe",
-    "configure": "rocm_fp8.configure",
-    "doctor": "rocm_fp8.doctor",
+    "configure": "rocm_fp8.cli.configure",
+    "doctor": "rocm_fp8.cli.doctor",
     "tune": "rocm_fp8.tune",
     "integrations": "rocm_fp8.integrations",
 }
@@ -83,9 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _toolchain_for(args) -> "Toolchain":
-    from rocm_fp8.toolchain import Toolchain, detect
-
+def _toolchain_for(args) -> Toolchain:
     hypothetical = any(v is not None for v in (args.arch, args.hip, args.rocm, args.aiter_version, args.aiter_commit,
                                                args.aiter_commit_date, args.device_name, args.cu_count))
     if not hypothetical and not args.no_aiter:
@@ -100,16 +101,12 @@ def _toolchain_for(args) -> "Toolchain":
 
 
 def cmd_explain(args) -> int:
-    from rocm_fp8.explain import explain, format_decision
-
     tc = _toolchain_for(args)
     d = explain(args.n, args.k, args.m, toolchain=tc, backend=args.backend, fp8_dtype=args.fp8,
                 out_dtype=args.out_dtype)
     if args.json:
         out = d.to_dict()
         # the documented minimal shape first, details after
-        from rocm_fp8.explain import table_info
-
         print(json.dumps({"backend": out["backend"], "reason": out["reason"],
                           "considered": [{"backend": c["backend"], "ok": c["ok"], "reason": c["reason"],
                                           "evidence": c["evidence"], "rank": c["rank"]} for c in out["considered"]],
@@ -122,18 +119,11 @@ def cmd_explain(args) -> int:
 
 
 def info_dict() -> dict:
-    from rocm_fp8 import __version__
-    from rocm_fp8.backends import all_backends, safe_call
-    from rocm_fp8.toolchain import detect
-
     tc = detect()
     rows = []
     for b in all_backends():
         ok, why = safe_call(b.available, tc)
         rows.append({"backend": b.name, "available": ok, "reason": why, "description": getattr(b, "description", "")})
-    from rocm_fp8.dispatch import default_sources
-    from rocm_fp8.explain import speed_sources, table_info, table_words
-
     return {"rocm_fp8": __version__, "toolchain": tc.to_dict(), "backends": rows, "warnings": list(tc.warnings),
             "table": table_info(tc), "table_words": table_words(tc), "speed_evidence": speed_sources(default_sources(tc))}
 
@@ -143,8 +133,6 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
-    from rocm_fp8.toolchain import detect, format_toolchain
-
     print(f"rocm_fp8 {data['rocm_fp8']}")
     print(format_toolchain(detect()))
     print("backends:")
@@ -165,8 +153,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(module.main(argv[1:]) or 0)
     args = parser.parse_args(argv)
     if args.version:
-        from rocm_fp8 import __version__
-
         print(__version__)
         return 0
     if args.command is None:
@@ -191,7 +177,3 @@ def entry_point() -> int:
     except BrokenPipeError:
         sys.stderr.close()  # `rocm-fp8 info | head`: nothing left to tell
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(entry_point())

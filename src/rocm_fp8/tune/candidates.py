@@ -1,0 +1,161 @@
+"""The Triton kernel's candidate configurations per M (those that fit the arch), and their compilation
+in parallel processes before timing (which fills Triton's on-disk cache)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor, wait
+from typing import Any, Optional
+
+from rocm_fp8.quant import FP8_DTYPES
+from rocm_fp8.tune.operands import make_sets
+
+
+def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Optional[str] = None) -> list[dict[str, Any]]:
+    """Configurations worth timing at this M (dicts for KernelConfig) whose shared memory fits ``arch``
+    (default: an H100's budget; see :mod:`rocm_fp8.kernels.arch_limits`).
+
+    Small M is weight-bandwidth bound: narrow tiles and split-K to occupy every SM. Large M is
+    tensor-core bound: wide tiles, the rescaled-accumulator scheme (``frame``), TMA loads and a
+    persistent grid where this GPU has them.
+    """
+    out: list[dict[str, Any]] = []
+    if m <= 16:
+        for bn, split in ((64, 1), (64, 2), (64, 4), (64, 8), (128, 1), (128, 2), (128, 4), (32, 2), (32, 4)):
+            out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4, num_stages=4))
+        if not quick:
+            out += [dict(block_m=16, block_n=64, group_m=1, split_k=s, num_warps=4, num_stages=6) for s in (2, 4)]
+    elif m <= 64:
+        for bm, bn in ((64, 64), (64, 128), (32, 64)):
+            for split in (1, 2, 4):
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=4, num_stages=4))
+    elif m <= 256:
+        for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (64, 64, 4)):
+            for split in (1, 2):
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4,
+                                frame=True))
+        out += [dict(block_m=64, block_n=128, group_m=8, split_k=s, num_warps=4, num_stages=4) for s in (1, 2)]
+        if hopper:
+            out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True),
+                    dict(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True),
+                    dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=True, tma=True)]
+    else:
+        tiles = ((128, 128, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3), (256, 128, 8, 3), (64, 256, 4, 3),
+                 (64, 128, 4, 4))
+        modes = ((False, False), (True, True), (False, True)) if hopper else ((False, False), (True, False))
+        for bm, bn, w, st in tiles:
+            for persistent, tma in modes:
+                if quick and (persistent or tma) and (bm, bn) != (128, 128):
+                    continue
+                out.append(dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=st,
+                                persistent=persistent, tma=tma, frame=True))
+        out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, persistent=p, tma=p and hopper)
+                for p in (False, True)]
+        # two CTAs per SM fit (about 116 registers, 96 KB shared): a persistent grid of 2 x SMs
+        out += [dict(block_m=bm, block_n=bn, group_m=8, num_warps=w, num_stages=st, persistent=True, tma=t,
+                     programs_per_sm=2, frame=True)
+                for bm, bn, w, st in ((128, 128, 8, 3), (64, 128, 4, 4)) for t in ((False, True) if hopper else (False,))]
+        if hopper:  # the two leaders of the first H100 sweep, with other L2 groupings
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=8, num_stages=3, persistent=True, tma=True,
+                         programs_per_sm=2, frame=True) for g in (4, 16)]
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=8, num_stages=4, persistent=True, tma=True)
+                    for g in (4, 16)]
+            # Plain promotion keeps full accuracy at any K where the rescaled accumulator does not
+            # (Hopper's FP8 wgmma accumulates with reduced precision): more of its variants.
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=8, num_stages=3, persistent=True, tma=True)
+                    for g in (8, 32)]
+            out += [dict(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=st, persistent=True, tma=True,
+                         programs_per_sm=pps) for st, pps in ((4, 2), (3, 3))]
+            out += [dict(block_m=128, block_n=64, group_m=8, num_warps=4, num_stages=st, persistent=True, tma=True,
+                         programs_per_sm=pps) for st, pps in ((4, 2), (3, 3))]
+            out += [dict(block_m=64, block_n=128, group_m=16, num_warps=4, num_stages=4, persistent=True, tma=True,
+                         programs_per_sm=2),
+                    dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=5, persistent=True, tma=True),
+                    dict(block_m=64, block_n=256, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True)]
+    # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
+    from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
+
+    lim = limits_for(arch or "sm90")
+    if lim is None:
+        return out
+    return [c for c in out if estimate_lds_bytes(c, lim.arch) <= lim.lds_bytes]
+
+
+def launchable(cands: list[dict[str, Any]], arch: Optional[str], n: int, k: int) -> list[dict[str, Any]]:
+    """The candidates that can launch on ``arch``. On AMD each one is cross-compiled first and
+    dropped (with the reason printed) if the code object spills, needs scratch, exceeds the LDS or
+    misses its waves_per_eu: Triton would only find out at launch, or run it slowly."""
+    from rocm_fp8.kernels.amd_compile import fits_compiled
+    from rocm_fp8.kernels.arch_limits import AMD_ARCHS, fits
+
+    check = fits_compiled if arch in AMD_ARCHS else (lambda c, a, n_, k_: fits(c, a))
+    kept = []
+    for c in cands:
+        ok, why = check(c, arch, n, k)
+        if ok:
+            kept.append(c)
+        else:
+            print(f"skipped (cannot launch well): {why}", flush=True)
+    return kept
+
+
+def _precompile_worker(payload):
+    """Compile configurations for one representative shape (fills Triton's on-disk cache)."""
+    n, k, fp8_name, items = payload
+    import torch
+
+    from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
+
+    fp8 = FP8_DTYPES[fp8_name]
+    errors = []
+    ops = {m: make_sets(m, n, k, fp8, 1)[0] for m in {m for m, _ in items}}
+    for m, cfg in items:
+        try:
+            blockscale_gemm(*ops[m], torch.bfloat16, config=KernelConfig.from_dict(cfg))
+            torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - reported; the candidate is dropped later
+            errors.append((m, cfg, f"{type(exc).__name__}: {str(exc)[:300]}"))
+    return errors
+
+
+def precompile(shape_items: list[tuple[int, int, int, dict]], fp8_name: str, jobs: int,
+               timeout_s: float = 240.0) -> None:
+    """Compile each distinct config once, in ``jobs`` processes (M, N, K are not specialized, so one
+    representative shape serves all). A worker that crashes or hangs costs only its chunk: the
+    timing pass compiles what is missing, and drops what does not build."""
+    if jobs <= 1 or not shape_items:
+        return
+
+    seen, work = set(), []
+    n0, k0 = shape_items[0][1], shape_items[0][2]
+    for m, n, k, cfg in shape_items:
+        key = json.dumps(cfg, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            work.append((16, cfg))
+    chunks = [c for c in (work[i::jobs] for i in range(jobs)) if c]
+    t0 = time.time()
+    failed = 0
+    pool = ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(_precompile_worker, (n0, k0, fp8_name, c)) for c in chunks]
+        done, pending = wait(futures, timeout=timeout_s)
+        for f in done:
+            try:
+                errs = f.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker
+                print(f"precompile worker failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            failed += len(errs)
+            for m, cfg, err in errs:
+                print(f"does not compile: {cfg}: {err.splitlines()[0][:200] if err else ''}", flush=True)
+        if pending:
+            print(f"precompile: {len(pending)} workers still running after {timeout_s:.0f}s; going on", flush=True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    print(f"precompiled {len(work)} configs in {time.time() - t0:.0f}s with {len(chunks)} processes "
+          f"({failed} failed)", flush=True)
