@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -70,7 +71,13 @@ def probe_in_image(image: str, args: list[str], *, cache_dir: "Optional[str | Pa
     cache_dir.mkdir(parents=True, exist_ok=True)
     log(f"probe reports go to {cache_dir}/probe/ (mounted at {CONTAINER_CACHE}); serve with the same mount "
         f"and ROCM_FP8_CACHE={CONTAINER_CACHE}, or bake them with `rocm-fp8 configure`")
-    return run_cli_in_image(image, ["probe", *args], log=log, extra=cache_mount(cache_dir))
+    extra = cache_mount(cache_dir)
+    # run as the owner of the host folder: the image's own user (rocm-fp8) has no right to write into a
+    # host folder, and the report should belong to whoever asked for it (HOME: a uid the image does
+    # not know has none; Triton keeps its cache there)
+    extra["user"] = f"{os.getuid()}:{os.getgid()}"
+    extra["environment"] = {**extra["environment"], "HOME": "/tmp"}
+    return run_cli_in_image(image, ["probe", *args], log=log, extra=extra)
 
 
 def run_cli_in_image(image: str, cli_args: list[str], *, gpus: bool = True, log: Log = print,

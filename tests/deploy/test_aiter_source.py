@@ -131,7 +131,7 @@ def test_recorded_fix_commits_lift_the_ledger_and_unknown_ones_do_not(monkeypatc
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("ROCM_FP8_AITER_COMMIT", "abcdef1234567")
     monkeypatch.setenv("ROCM_FP8_AITER_INCLUDES", "d9e5ef7ce")
-    from rocm_fp8.toolchain import _detect_aiter
+    from rocm_fp8.toolchain.detection import _detect_aiter
 
     facts = _detect_aiter({"_hipconfig": "/opt/rocm/bin/hipconfig", "_hipcc": "/opt/rocm/bin/hipcc"})
     assert facts["aiter_installed"] and facts["aiter_version"] == "0.0.0"

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from rocm_fp8 import kernel_configs, toolchain
+from rocm_fp8 import integrations, kernel_configs, toolchain
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -428,8 +428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     facts = gather_facts(dev=args.dev)
     checks = run_checks(facts)
     failed = any(c.failed for c in checks)
-    from rocm_fp8 import integrations  # the sglang / vLLM plugins: information, not a check
-    plugins = integrations.status()
+    plugins = integrations.status()  # the sglang / vLLM plugins: information, not a check
     if args.json:
         print(json.dumps({"ok": not failed, "container": facts.container, "checks": [asdict(c) for c in checks],
                           "integrations": plugins}, indent=2))
