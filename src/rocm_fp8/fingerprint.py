@@ -23,10 +23,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rocm_fp8.toolchain import Toolchain
+from typing import Any, Optional
 
 Version = tuple[int, ...]
 
@@ -154,9 +151,11 @@ FINGERPRINT_FIELDS = (
 )
 
 
-def fingerprint(toolchain: "Toolchain") -> str:
-    """A stable, file-name-safe key: ``<arch>-<hip or cuda or cpu>-<12 hex digits>``, e.g.
-    ``gfx950-hip7.0.51831-3f2a9c0e1b7d``. Equal for two processes on the same image and device."""
+def fingerprint(toolchain: Any) -> str:
+    """A :class:`~rocm_fp8.toolchain.Toolchain`'s stable, file-name-safe key:
+    ``<arch>-<hip or cuda or cpu>-<12 hex digits>``, e.g. ``gfx950-hip7.0.51831-3f2a9c0e1b7d``.
+    Equal for two processes on the same image and device. Typed loosely: this module of parsers
+    imports nothing from the toolchain package, which imports it."""
     d = toolchain.to_dict()
     facts: dict[str, Any] = {k: d.get(k) for k in FINGERPRINT_FIELDS}
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:12]

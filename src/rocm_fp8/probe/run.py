@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
+import torch
+
 from rocm_fp8 import plugins as plugin_mod
 from rocm_fp8 import probe_report as pr
 from rocm_fp8.backends import all_backends, backend_names, find, safe_call
@@ -39,7 +41,9 @@ def run_probe(backends: Optional[Sequence[str]] = None, shapes: Sequence[tuple[i
     tc = toolchain or detect()
     plugin_mod.load_all(plugins)  # so that named plugin backends exist here too
     if device is None:
-        device = "cuda" if tc.has_gpu else "cpu"
+        # where tensors can actually go: a toolchain baked into an image names its GPU even where the
+        # container was started without one
+        device = "cuda" if tc.has_gpu and torch.cuda.is_available() else "cpu"
     if ms is None:
         if max_m is None and device == "cpu":
             max_m = CPU_DEFAULT_MAX_M
