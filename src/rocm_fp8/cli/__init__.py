@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Explain the dispatch decision for an [M, K] x [N, K]^T FP8 block-scale GEMM, "
                                     "on this machine or on a hypothetical one (--arch/--hip/--rocm).")
     ex.add_argument("--n", type=_positive_int, required=True, help="output features (weight rows)")
-    ex.add_argument("--k", type=_positive_int, required=True, help="input features, a multiple of 128")
+    ex.add_argument("--k", type=_positive_int, required=True, help="input features (need not be a multiple of 128: the last group may be partial)")
     ex.add_argument("--m", type=_positive_int, required=True, help="rows of the activation (tokens)")
     ex.add_argument("--arch", choices=["gfx942", "gfx950", "sm90", "cpu"],
                     help="describe a hypothetical machine with this GPU instead of detecting this one")

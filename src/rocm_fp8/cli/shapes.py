@@ -191,8 +191,8 @@ def resolve(ns: Sequence[int] = (), ks: Sequence[int] = (), presets: Sequence[st
                        + ", ".join(f"{d.name} {d.n},{d.k}" for d in dropped) if dropped else ""))
             shapes += got
     for n, k in shapes:
-        if n < 1 or k < 1 or k % 128:
-            raise ValueError(f"shape: expected N >= 1 and K a positive multiple of 128, got N={n} K={k}")
+        if n < 1 or k < 1:
+            raise ValueError(f"shape: expected N >= 1 and K >= 1, got N={n} K={k}")
     out: list[tuple[int, int]] = []
     for s in shapes:
         if s not in out:

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", action="append", default=[], metavar="NAME",
                    help="a backend to probe (repeatable; default: every available backend)")
     p.add_argument("--n", action="append", type=int, default=[], help="output features; pairs with --k in order")
-    p.add_argument("--k", action="append", type=int, default=[], help="input features, a multiple of 128")
+    p.add_argument("--k", action="append", type=int, default=[], help="input features (need not be a multiple of 128: the last group may be partial)")
     p.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS),
                    help="model shapes (repeatable)")
     p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
