@@ -24,6 +24,7 @@ K is not a multiple of 128 cannot be block-scaled and are dropped (and reported)
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ def resolve(ns: Sequence[int] = (), ks: Sequence[int] = (), presets: Sequence[st
             if log:
                 log(f"{path} TP{tp}{' EP' if ep else ''}: {len(got)} block-FP8 shapes "
                     + " ".join(f"{n},{k}" for n, k in got)
-                    + (f"; left out (K not a multiple of 128): "
+                    + ("; left out (K not a multiple of 128): "
                        + ", ".join(f"{d.name} {d.n},{d.k}" for d in dropped) if dropped else ""))
             shapes += got
     for n, k in shapes:
@@ -212,6 +213,20 @@ def table_shapes(spec: str) -> list[tuple[int, int]]:
                          f"nvidia_h100_80gb_hbm3, got {spec!r} (not found in "
                          f"{', '.join(str(d) for d in kernel_configs.search_dirs())})")
     return list(kernel_configs.read_table(path).shapes)
+
+
+def add_shape_arguments(p: "argparse.ArgumentParser", verb: str) -> None:
+    """The shape options ``probe`` and ``tune`` share: --n/--k pairs, --preset, --from-config, --tp, --ep
+    (``verb`` words the --from-config help, e.g. "probe")."""
+    p.add_argument("--n", type=int, action="append", default=[], help="output features (N); pairs with --k in order")
+    p.add_argument("--k", type=int, action="append", default=[],
+                   help="input features (K; need not be a multiple of 128: the last group may be partial)")
+    p.add_argument("--preset", action="append", default=[], choices=preset_names(), help="a model's shapes (repeatable)")
+    p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
+                   help=f"an HF model config.json: {verb} its block-FP8 linear shapes (repeatable)")
+    p.add_argument("--tp", type=int, action="append", default=[], metavar="N",
+                   help="tensor-parallel degree for --from-config (repeatable; default 1)")
+    p.add_argument("--ep", action="store_true", help="--from-config: experts are expert-parallel (whole, not TP-split)")
 
 
 def preset_names() -> list[str]:

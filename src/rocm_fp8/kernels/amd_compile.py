@@ -324,7 +324,7 @@ def _compile_aiter_cached(aiter_dir: str, cfg_items: tuple, arch: str, m: int, n
     cfg["GROUP_K"] = 128
     cfg["GROUP_N"] = 128
     split = cfg["NUM_KSPLIT"] > 1
-    kb, nb = triton.cdiv(k, 128), triton.cdiv(n, 128)
+    kb = triton.cdiv(k, 128)
     # w and w_scale are passed transposed (views), as the wrapper does
     args = (x, w, part if split else out, xs, ws, m, n, k,
             k, 1, 1, k,

@@ -8,8 +8,9 @@ import sys
 from typing import Optional, Sequence
 
 from rocm_fp8 import probe_report as pr
+from rocm_fp8.cli import shapes as shape_mod
 from rocm_fp8.probe.presets import (CPU_DEFAULT_MAX_M, DEFAULT_BUILD_TIMEOUT_S, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S,
-                                    PREFILL_CHUNK, PRESETS, resolve_shapes)
+                                    PREFILL_CHUNK, resolve_shapes)
 from rocm_fp8.probe.run import run_probe, static_report
 
 
@@ -23,15 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(default ~/.cache/rocm-fp8/probe).")
     p.add_argument("--backend", action="append", default=[], metavar="NAME",
                    help="a backend to probe (repeatable; default: every available backend)")
-    p.add_argument("--n", action="append", type=int, default=[], help="output features; pairs with --k in order")
-    p.add_argument("--k", action="append", type=int, default=[], help="input features (need not be a multiple of 128: the last group may be partial)")
-    p.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS),
-                   help="model shapes (repeatable)")
-    p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
-                   help="an HF model config.json: its block-FP8 linear shapes (repeatable)")
-    p.add_argument("--tp", type=int, action="append", default=[], metavar="N",
-                   help="tensor-parallel degree for --from-config (repeatable; default 1)")
-    p.add_argument("--ep", action="store_true", help="--from-config: experts are expert-parallel (whole)")
+    shape_mod.add_shape_arguments(p, "probe")
     p.add_argument("--timing", action="store_true",
                    help="afterwards, time every available and safe backend per (N, K, M) (GPU only) and record "
                         "the speeds in the report, where auto ranks by them")

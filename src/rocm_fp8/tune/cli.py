@@ -32,15 +32,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                             "config table.",
                                 epilog="Shapes: --n/--k pairs, --preset, --from-config (with --tp), --table-shapes; "
                                        "they add up. Progress and ETA go to stderr.")
-    p.add_argument("--n", type=int, action="append", default=[], help="N (output features); repeat with --k")
-    p.add_argument("--k", type=int, action="append", default=[], help="K (input features); one per --n")
-    p.add_argument("--preset", action="append", default=[], choices=shape_mod.preset_names(),
-                   help="a model's shapes (repeatable)")
-    p.add_argument("--from-config", action="append", default=[], metavar="CONFIG_JSON",
-                   help="an HF model config.json: tune its block-FP8 linear shapes (repeatable)")
-    p.add_argument("--tp", type=int, action="append", default=[], metavar="N",
-                   help="tensor-parallel degree for --from-config (repeatable; default 1)")
-    p.add_argument("--ep", action="store_true", help="--from-config: experts are expert-parallel (whole, not TP-split)")
+    shape_mod.add_shape_arguments(p, "tune")
     p.add_argument("--table-shapes", metavar="TABLE",
                    help="the (N, K) of a kernel table, a path or a name such as nvidia_h100_80gb_hbm3")
     p.add_argument("--m", type=int, action="append", default=[],
