@@ -99,6 +99,27 @@ def test_strided_input_and_empty_m(quant):
     assert q.shape == (0, 512) and s.shape == (0, 4)
 
 
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+@pytest.mark.parametrize("layout", ["row", "col"])
+@pytest.mark.parametrize("m,k,rows,cols", [(1, 384, 4, 512), (5, 392, 8, 512), (4, 512, 4, 512), (3, 640, 3, 1024)],
+                         ids=["M1-K384-to4x512", "M5-K392-to8x512", "aligned", "K-only"])
+def test_padded_output_equals_quantizing_the_zero_padded_input(quant, fp8, layout, m, k, rows, cols):
+    """What torch-scaled-mm reads: M and K padded in the same launch, padding quantized as zeros."""
+    x = random_input(m, k, torch.bfloat16, seed=m + k + rows)
+    padded = torch.zeros(rows, cols, dtype=torch.bfloat16)
+    padded[:m, :k] = x
+    rq, rs = quantize_activation(padded, 128, fp8)
+    q, s = quant.quantize_fp8(x, fp8, 128, layout, rows=rows, cols=cols)
+    assert_same(q, s, rq, rs)
+    assert q.shape == (rows, cols) and q.is_contiguous()
+    assert s.stride() == ((1, rows) if layout == "col" else (cols // 128, 1))
+    assert (q[m:].view(torch.uint8) == 0).all() and (q[:, k:].view(torch.uint8) == 0).all()
+    # a strided input takes the JIT launch: same result
+    wide = torch.zeros(m, k + 64, dtype=torch.bfloat16)
+    wide[:, :k] = x
+    assert_same(*quant.quantize_fp8(wide[:, :k], fp8, 128, layout, rows=rows, cols=cols), rq, rs)
+
+
 def test_bad_input_names_the_argument(quant):
     x = torch.randn(2, 256)
     with pytest.raises(ValueError, match="x: expected a 2-D"):
@@ -111,6 +132,8 @@ def test_bad_input_names_the_argument(quant):
         quant.quantize_fp8(x, FN, 96)
     with pytest.raises(ValueError, match="scale_layout: expected 'row' or 'col'"):
         quant.quantize_fp8(x, FN, 128, "column")
+    with pytest.raises(ValueError, match="rows/cols: expected at least the input's"):
+        quant.quantize_fp8(x, FN, 128, "col", rows=1)
 
 
 def test_backends_use_it_on_cpu_only_under_the_interpreter(quant):

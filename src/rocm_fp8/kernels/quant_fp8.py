@@ -22,7 +22,7 @@ Launches are warmed per (input dtype, FP8 dtype, K, group, scale layout) like th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import triton
@@ -69,16 +69,18 @@ def quantize_groups(x, FP8_TY: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.
 
 
 @triton.jit(do_not_specialize=["M", "stride_sm", "stride_sg"])
-def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
+def _quant_kernel(x_ptr, q_ptr, s_ptr, M, K, KP, stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
                   RECIPROCAL: tl.constexpr, FNUZ: tl.constexpr, GROUP: tl.constexpr, GROUPS: tl.constexpr):
+    # The grid has one program row per output row (MP >= M); rows >= M and columns in [K, KP) are
+    # the zero padding: loaded as zeros, they quantize to 0 with the scale of an all-zero group.
     row = tl.program_id(0).to(tl.int64)
     groups = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
     cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
-    ok = cols < K
-    x = tl.load(x_ptr + row * stride_xm + cols * stride_xk, mask=ok, other=0.0).to(tl.float32)
+    k_live = K * (row < M).to(tl.int64)  # 0 for a padding row: nothing is loaded
+    x = tl.load(x_ptr + row * stride_xm + cols * stride_xk, mask=cols < k_live, other=0.0).to(tl.float32)
     q, scale = quantize_groups(x, q_ptr.dtype.element_ty, FNUZ, RECIPROCAL)
-    tl.store(q_ptr + row * stride_qm + cols, q, mask=ok)
-    tl.store(s_ptr + row * stride_sm + groups * stride_sg, scale, mask=groups * GROUP < K)
+    tl.store(q_ptr + row * stride_qm + cols, q, mask=cols < KP)
+    tl.store(s_ptr + row * stride_sm + groups * stride_sg, scale, mask=groups * GROUP < KP)
 
 
 def _fail(arg: str, expected: str, got: Any) -> None:
@@ -121,30 +123,41 @@ _launches: dict[tuple, _QuantLaunch] = {}
 
 
 def quantize_fp8(x: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn, group_size: int = 128,
-                 scale_layout: str = "row", check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 scale_layout: str = "row", check: bool = True, rows: Optional[int] = None,
+                 cols: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [M, K]`` bf16/fp16/fp32 (any strides) -> ``(x_q [M, K] fp8 contiguous, x_scale [M, ceil(K/G)] fp32)``.
 
     ``scale_layout`` "row" gives strides (ceil(K/G), 1), "col" strides (1, M).
+
+    ``rows`` >= M and ``cols`` >= K ask for zero-padded outputs, written by the same launch:
+    ``x_q [rows, cols]`` and ``x_scale [rows, ceil(cols/G)]`` (strides (1, rows) for "col"), exactly
+    what quantizing ``x`` zero-padded to ``[rows, cols]`` gives (padding quantizes to 0, the scale of
+    an all-zero group is 1e-12). This is the operand layout a GEMM that needs aligned M or K reads
+    (torch-scaled-mm), with no padding copies after the quantization.
     """
     if check:
         check_quant_args(x, fp8_dtype, group_size, scale_layout)
     m, k = x.shape
+    mp = m if rows is None else rows
+    kp = k if cols is None else cols
+    if check and (mp < m or kp < k):
+        _fail("rows/cols", f"at least the input's [M={m}, K={k}]", f"rows={rows}, cols={cols}")
     col = scale_layout == "col"
     on_gpu = x.is_cuda
-    key = (x.dtype, fp8_dtype, k, group_size, col, on_gpu)
+    key = (x.dtype, fp8_dtype, k, kp, group_size, col, on_gpu)
     launch = _launches.get(key)
     if launch is None:
-        launch = _launches[key] = _QuantLaunch(k, fp8_dtype, group_size, col, on_gpu)
+        launch = _launches[key] = _QuantLaunch(kp, fp8_dtype, group_size, col, on_gpu)
     dev = x.device
-    n_groups = -(-k // group_size)
-    x_q = torch.empty((m, k), dtype=fp8_dtype, device=dev)
+    n_groups = -(-kp // group_size)
+    x_q = torch.empty((mp, kp), dtype=fp8_dtype, device=dev)
     if col:
-        x_scale = torch.empty((n_groups, m), dtype=torch.float32, device=dev).t()
-        sm, sg = 1, m
+        x_scale = torch.empty((n_groups, mp), dtype=torch.float32, device=dev).t()
+        sm, sg = 1, mp
     else:
-        x_scale = torch.empty((m, n_groups), dtype=torch.float32, device=dev)
+        x_scale = torch.empty((mp, n_groups), dtype=torch.float32, device=dev)
         sm, sg = n_groups, 1
-    if m == 0:
+    if mp == 0:
         return x_q, x_scale
     grid_y = -(-n_groups // launch.groups_per_program)
     kernel = launch.kernel
@@ -152,11 +165,11 @@ def quantize_fp8(x: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn, 
     if kernel is not None:
         xs = x.stride()
         if xs[1] == 1 and (xs[0] == k or m == 1) and not x_ptr & 15 and fast_launch.hooks_idle():
-            kernel(m, grid_y, fast_launch.stream_getter()(dev.index), x_ptr, x_q, x_scale, m, k, k, 1, k, sm, sg,
-                   *launch.constexprs)
+            kernel(mp, grid_y, fast_launch.stream_getter()(dev.index), x_ptr, x_q, x_scale, m, k, kp, k, 1, kp,
+                   sm, sg, *launch.constexprs)
             return x_q, x_scale
-    compiled = _quant_kernel[(m, grid_y)](x, x_q, x_scale, m, k, x.stride(0), x.stride(1), k, sm, sg,
-                                          *launch.constexprs, num_warps=4)
+    compiled = _quant_kernel[(mp, grid_y)](x, x_q, x_scale, m, k, kp, x.stride(0), x.stride(1), kp, sm, sg,
+                                           *launch.constexprs, num_warps=4)
     if kernel is None and on_gpu and x.stride(1) == 1 and x.stride(0) == k and not x_ptr & 15:
         launch.kernel = fast_launch.warm(compiled)
     return x_q, x_scale
