@@ -64,3 +64,65 @@ def test_inference_tensors_prepared_inside_and_run_outside_inference_mode(rng):
         prepared = backend.prepare_weight(w_q, w_s)
     y = backend.run(x_q, x_s.t().contiguous().t(), prepared, torch.float32)   # outside, column-major scales
     assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
+
+
+def test_fp8_input_pad_is_one_op_per_operand(rng):
+    """M = 1 against a weight with padded K: each operand padded by one torch op (no zero/one fills
+    followed by slice copies), zeros in x and ones in the scales."""
+    from torch.profiler import ProfilerActivity, profile
+
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    w_q, w_s = quantize_weight(torch.randn(200, 392, generator=rng), dtype="e4m3fn")
+    x_q, x_s = quantize_activation(torch.randn(1, 392, generator=rng), dtype="e4m3fn")
+    prepared = backend.prepare_weight(w_q, w_s)
+    run = backend.bind(prepared, torch.bfloat16, 1)
+    run(x_q, x_s)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        y = run(x_q, x_s)
+    ops = [e.name for e in prof.events() if e.name.startswith("aten::")]
+    top = [e for e in ops if e in ("aten::pad", "aten::constant_pad_nd", "aten::zeros", "aten::ones", "aten::copy_")]
+    assert ops.count("aten::constant_pad_nd") == 2 and "aten::zeros" not in ops and "aten::ones" not in ops, top
+    assert_close(y.float(), reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-2)
+
+
+def test_bf16_input_suite_under_interpreter():
+    """Runs the fused-quant tests below in a child pytest with TRITON_INTERPRET=1 (as test_quant_kernel.py)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        pytest.skip("already running under the interpreter")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "test_bf16_input_quantizes"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and " passed" in proc.stdout, f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("n,k", [(256, 384), (200, 392), (128, 1024)])
+@pytest.mark.parametrize("m", [1, 3, 5, 8])
+def test_bf16_input_quantizes_into_the_padded_operands(n, k, m, rng):
+    """The fused path: one quant launch writes x_q [Mp, Kp] and M-contiguous scales (the emulation
+    asserts the layout), then the GEMM; equal to the unfused quantize_input + bound call."""
+    pytest.importorskip("triton")
+    import os
+
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        pytest.skip("runs in test_bf16_input_suite_under_interpreter's child process")
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    w_q, w_s = quantize_weight(torch.randn(n, k, generator=rng), dtype="e4m3fn")
+    x = torch.randn(m, k, generator=rng).to(torch.bfloat16)
+    prepared = backend.prepare_weight(w_q, w_s)
+    fused = backend.bind_float_input(prepared, torch.float32, max(1, 1 << (m - 1).bit_length()),
+                                     torch.float8_e4m3fn, 128)
+    assert fused is not None
+    y = fused(x)
+    x_q, x_s = quantize_activation(x, dtype="e4m3fn")
+    assert y.shape == (m, n)
+    assert torch.equal(y, backend.bind(prepared, torch.float32, m)(x_q, x_s))
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)

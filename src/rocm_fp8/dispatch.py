@@ -263,9 +263,9 @@ def default_bind(backend, prepared: PreparedWeight, out_dtype: torch.dtype, m_bu
 class BoundCall:
     """A decision bound to its backend, the prepared weight and the backend's callable."""
 
-    __slots__ = ("decision", "backend", "prepared", "fn", "quantize", "fp8", "group", "cast_to", "bucket")
+    __slots__ = ("decision", "backend", "prepared", "fn", "quantize", "fp8", "group", "cast_to", "bucket", "fn_float")
 
-    def __init__(self, decision, backend, prepared, fn, quantize, fp8, group, cast_to, m_bucket):
+    def __init__(self, decision, backend, prepared, fn, quantize, fp8, group, cast_to, m_bucket, fn_float=None):
         self.decision = decision
         self.backend = backend
         self.prepared = prepared
@@ -275,6 +275,7 @@ class BoundCall:
         self.group = group
         self.cast_to = cast_to
         self.bucket = m_bucket
+        self.fn_float = fn_float  # float input, quantized by the backend's own bound call (bind_float_input)
 
     def __repr__(self) -> str:
         return f"<bound {self.backend.name} M<={self.bucket}>"
@@ -338,8 +339,11 @@ class WeightPlan:
             call = self.bind(key)
         try:
             if x_scale is None:
-                x_q, x_s = call.quantize(x2d, call.fp8, call.group)
-                y = call.fn(x_q, x_s)
+                if call.fn_float is not None:
+                    y = call.fn_float(x2d)
+                else:
+                    x_q, x_s = call.quantize(x2d, call.fp8, call.group)
+                    y = call.fn(x_q, x_s)
             else:
                 y = call.fn(x2d, x_scale)
         except (ValueError, TypeError):
@@ -378,13 +382,16 @@ class WeightPlan:
                     quantize = getattr(be, "quantize_input", None)
                     if quantize is None:  # a duck-typed backend: the torch quantizer
                         quantize = Backend.quantize_input.__get__(be)
+                    float_binder = getattr(be, "bind_float_input", None) if float_input else None
+                    fn_float = (float_binder(prepared, compute, b, self.fp8, self.block[1])
+                                if float_binder is not None else None)
                 except (ValueError, TypeError):
                     raise
                 except Exception as exc:  # noqa: BLE001
                     self._failed(stub, key, exc, f"M<={b}", " while preparing the weight")
                     continue
                 call = BoundCall(d, be, prepared, fn, quantize, self.fp8, self.block[1],
-                                 out_dtype if compute != out_dtype else None, b)
+                                 out_dtype if compute != out_dtype else None, b, fn_float)
                 self.calls[key] = call
                 return call
 

@@ -119,20 +119,87 @@ class TorchScaledMMBackend(Backend):
         return super().quantize_input(x, fp8_dtype, group_size)
 
     def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
-        b, scale_b, api, n = prepared.extra["b"], prepared.extra["scale_b"], self._api, prepared.n
+        """Pre-quantized input: pad M (and K, for a padded weight) in one op per operand, where needed."""
+        mm, b, scale_b, n, k, kb, n_padded, fixed_mp = _bound_operands(self._api, prepared, m_bucket)
+        to_bytes, fp8 = torch.uint8, prepared.weight.dtype
 
-        if b.shape[1] == n:
-            def run(x_q, x_scale):
-                return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)
-        else:  # N was padded to cuBLASLt's alignment: drop the zero columns
-            def run(x_q, x_scale):
-                return scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype, api)[:, :n].contiguous()
+        def run(x_q, x_scale):
+            m = x_q.shape[0]
+            mp = fixed_mp or max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
+            if mp != m or kb != k:
+                x_q, scale_a = _pad_operands(x_q, x_scale, mp, kb, to_bytes, fp8)
+            else:
+                scale_a = x_scale if x_scale.stride(0) == 1 and x_scale.stride(1) == m else x_scale.t().contiguous().t()
+                if x_q.stride(-1) != 1:
+                    x_q = x_q.contiguous()
+            y = mm(x_q, b, scale_a, scale_b, out_dtype)
+            if mp != m:
+                y = y[:m]
+            return y[:, :n].contiguous() if n_padded else y
+
+        return run
+
+    def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
+        """Float input: one fused quant launch writes the operands cuBLASLt reads, already padded
+        (M to cuBLASLt's multiple of 4, K to the weight's padded K, zeros) with the scales M-contiguous;
+        then the GEMM. None (quantize_input + bind) where the Triton quant kernel cannot run."""
+        quant = _triton_quant()
+        if quant is None or group_size != 128:
+            return None
+        if prepared.weight.device.type != "cuda" and not quant.fast_launch.interpreting():
+            return None
+        mm, b, scale_b, n, _k, kb, n_padded, fixed_mp = _bound_operands(self._api, prepared, m_bucket)
+        quantize = quant.quantize_fp8
+
+        def run(x):
+            m = x.shape[0]
+            mp = fixed_mp or max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
+            x_q, scale_a = quantize(x, fp8_dtype, 128, "col", False, mp, kb)
+            y = mm(x_q, b, scale_a, scale_b, out_dtype)
+            if mp != m:
+                y = y[:m]
+            return y[:, :n].contiguous() if n_padded else y
 
         return run
 
     def run(self, x_q, x_scale, prepared: PreparedWeight, out_dtype):
         y = scaled_mm_blockwise(x_q, x_scale, prepared.extra["b"], prepared.extra["scale_b"], out_dtype, self._api)
         return y if y.shape[1] == prepared.n else y[:, : prepared.n].contiguous()
+
+
+def _mm(api):
+    """``(a, b, scale_a, scale_b, out_dtype) -> y`` through this torch's scaled-mm entry point."""
+    kind, fn = api
+    if kind == "private":
+        def mm(a, b, scale_a, scale_b, out_dtype):
+            return fn(a, b, scale_a, scale_b, out_dtype=out_dtype)
+    else:
+        st = torch.nn.functional.ScalingType
+        bw_a, bw_b = st.BlockWise1x128, st.BlockWise128x128
+
+        def mm(a, b, scale_a, scale_b, out_dtype):
+            return fn(a, b, scale_a, bw_a, scale_b, bw_b, output_dtype=out_dtype)
+    return mm
+
+
+def _bound_operands(api, prepared: PreparedWeight, m_bucket: int) -> tuple:
+    """What a bound call fixes once per (weight, M bucket): the GEMM entry point, the weight operands,
+    the real N and K, the weight's padded K, whether N was padded, and the padded M where the whole
+    bucket pads to the same M (buckets up to MIN_M; 0 otherwise: computed per call)."""
+    b, scale_b = prepared.extra["b"], prepared.extra["scale_b"]
+    return (_mm(api), b, scale_b, prepared.n, prepared.k, b.shape[0], b.shape[1] != prepared.n,
+            MIN_M if m_bucket <= MIN_M else 0)
+
+
+def _pad_operands(x_q, x_scale, mp: int, kp: int, to_bytes=torch.uint8, fp8=None):
+    """``x_q [M, K]`` -> ``[mp, kp]`` zero-padded, ``x_scale [M, ceil(K/128)]`` -> ``[mp, kp/128]`` with
+    strides (1, mp), padded with 1: one op per operand. The FP8 tensor is padded through a byte view
+    (the zero byte is FP8 zero in both flavours), which needs no FP8 fill kernel."""
+    m, k = x_q.shape
+    xp = torch.nn.functional.pad(x_q.view(to_bytes), (0, kp - k, 0, mp - m)).view(fp8 or x_q.dtype)
+    sp = torch.nn.functional.pad(x_scale.t(), (0, mp - m, 0, kp // 128 - x_scale.shape[1]), value=1.0)
+    # a pad of nothing (K padded within its last group, M aligned) hands back the input's strides
+    return (xp if xp.is_contiguous() else xp.contiguous()), (sp if sp.is_contiguous() else sp.contiguous()).t()
 
 
 def padded_k(k: int) -> int:
@@ -150,26 +217,16 @@ def scaled_mm_blockwise(x_q, x_scale, b, scale_b, out_dtype=torch.bfloat16, api=
     """``x_q [M, K]`` e4m3fn, ``x_scale [M, K/128]`` (any strides), ``b = w_q.t()`` ([Kb, N], where
     Kb >= K is the weight's K, padded by ``prepare_weight``), ``scale_b = w_scale.t()`` -> ``[M, N]``.
     Pads small or unaligned M, and K up to the weight's padded K, with zeros (scale 1)."""
-    api = api or _api()
     m, k = x_q.shape
     kb = b.shape[0]
     mp = max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
     if mp != m or kb != k:
-        xp = torch.zeros((mp, kb), dtype=x_q.dtype, device=x_q.device)
-        xp[:m, :k] = x_q
-        sp = torch.ones((kb // 128, mp), dtype=torch.float32, device=x_q.device)
-        sp[: x_scale.shape[1], :m] = x_scale.t()
-        x_q, scale_a = xp, sp.t()
+        x_q, scale_a = _pad_operands(x_q, x_scale, mp, kb)
     elif x_scale.stride(0) == 1 and x_scale.stride(1) == m:
         scale_a = x_scale
     else:
         scale_a = x_scale.t().contiguous().t()
     if x_q.stride(-1) != 1:
         x_q = x_q.contiguous()
-    kind, fn = api
-    if kind == "private":
-        y = fn(x_q, b, scale_a, scale_b, out_dtype=out_dtype)
-    else:
-        st = torch.nn.functional.ScalingType
-        y = fn(x_q, b, scale_a, st.BlockWise1x128, scale_b, st.BlockWise128x128, output_dtype=out_dtype)
+    y = _mm(api or _api())(x_q, b, scale_a, scale_b, out_dtype)
     return y if mp == m else y[:m]
