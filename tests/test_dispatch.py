@@ -320,3 +320,55 @@ def test_plan_binds_before_capture_and_forward_only_looks_up(registered, rng):
     for m in (1, 5, 7, 300):
         layer(torch.randn(m, 256, generator=rng))
     assert rec.bound == bound and rec.prepared == 1
+
+
+# -- a backend that quantizes float input itself (Backend.bind_float_input) --------------------------
+class QuantizesItself(Recording):
+    """Float input goes through its own bound call (quantize + product in one callable); FP8 input
+    through ``bind``'s. ``fail_float`` makes the float call fail like a kernel."""
+
+    name = "test-quantizes-itself"
+    priority = 100  # above Recording: auto tries it first
+
+    def __init__(self, fail_float=False):
+        super().__init__()
+        self.float_calls, self.float_bound, self.fail_float = [], [], fail_float
+
+    def bind_float_input(self, prepared, out_dtype, m_bucket, fp8_dtype, group_size):
+        self.float_bound.append((out_dtype, m_bucket, fp8_dtype, group_size))
+
+        def call(x):
+            if self.fail_float:
+                raise RuntimeError("CUDA error: misaligned address")
+            self.float_calls.append(x)
+            x_q, x_s = quantize_activation(x, group_size, dtype=fp8_dtype)
+            return _product(x_q, x_s, prepared.weight, prepared.weight_scale, out_dtype)
+
+        return call
+
+
+def test_float_input_takes_the_backends_own_quantizing_call(registered, rng):
+    be = registered(QuantizesItself())
+    w_q, w_s = _weights(256, 384, rng)
+    x = torch.randn(3, 384, generator=rng)
+    x_q, x_s = quantize_activation(x, dtype="e4m3fn")
+    y = w8a8_block_fp8_linear(x, w_q, w_s, out_dtype=torch.float32)
+    assert len(be.float_calls) == 1 and be.float_calls[0] is x and not be.calls
+    assert be.float_bound == [(torch.float32, 4, FN, 128)]
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-5)
+    w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s)  # FP8 input: bind's call, not the float one
+    assert len(be.calls) == 1 and len(be.float_calls) == 1 and len(be.float_bound) == 1
+
+
+def test_a_failing_quantizing_call_falls_back_like_any_kernel(registered, rng):
+    registered(QuantizesItself(fail_float=True))
+    rec = registered(Recording())
+    w_q, w_s = _weights(256, 384, rng)
+    x = torch.randn(2, 384, generator=rng)
+    x_q, x_s = quantize_activation(x, dtype="e4m3fn")
+    y = w8a8_block_fp8_linear(x, w_q, w_s, out_dtype=torch.float32)
+    assert len(rec.calls) == 1
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-5)
+    assert "test-quantizes-itself" in dispatch.failures_for(w_q, 2)
+    with pytest.raises(rocm_fp8.errors.BackendFailedError, match="test-quantizes-itself failed"):
+        w8a8_block_fp8_linear(x, w_q, w_s, backend="test-quantizes-itself")
