@@ -110,7 +110,8 @@ def measure(calls: int = 2000, runs: int = 5, m: int = 1, n: int = 2048, k: int 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=None, help="write overhead-cpu.json here")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write overhead-cpu-dispatcher.json here (bench/overhead.py writes overhead-cpu.{json,md})")
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "overhead-cpu.json").write_text(text + "\n")
+        (args.out / "overhead-cpu-dispatcher.json").write_text(text + "\n")
     return 0
 
 

@@ -148,7 +148,8 @@ class Backend:
         return call
 
     def bind_float_input(self, prepared: PreparedWeight, out_dtype: "torch.dtype", m_bucket: int,
-                         fp8_dtype: "torch.dtype", group_size: int) -> Optional[Callable[["torch.Tensor"], "torch.Tensor"]]:
+                         fp8_dtype: "torch.dtype",
+                         group_size: int) -> Optional[Callable[["torch.Tensor"], "torch.Tensor"]]:
         """Optional: a callable ``fn(x) -> y [M, N]`` for 2-D float activations that quantizes them
         itself, for a backend whose quantization can write its GEMM's operands directly (padded or
         in a special scale layout) so no copy sits between them. None (the default): the dispatcher
