@@ -5,6 +5,8 @@
   same bits as ``blockscale_gemm``; split-K, persistent and TMA configs included.
 * The fused quant kernel equals ``rocm_fp8.quant.quantize_activation`` bit for bit (values and
   scales), row- and column-major scales, partial last group (against the zero-padded input).
+* It also writes the zero-padded operands torch-scaled-mm reads (M to a multiple of 4, K to the
+  weight's padded K) in the same launch; torch-scaled-mm's fused bf16 call equals its unfused one.
 * Bound calls and the public op are capturable in a CUDA/HIP graph and replay to the eager bits;
   the op compiles with ``torch.compile(fullgraph=True)``.
 Fresh random inputs per test; NaN never passes.
@@ -116,6 +118,56 @@ def test_fused_quant_is_bit_exact(fp8, dtype, layout, m, k):
         assert torch.isfinite(s).all() and not torch.isnan(q.float()).any()
 
 
+@pytest.mark.parametrize("layout", ["row", "col"])
+@pytest.mark.parametrize("m,k,rows,cols", [(1, 3072, 4, 3072), (3, 392, 4, 512), (5, 3884, 8, 4096),
+                                           (16, 7168, 16, 7168)])
+def test_fused_quant_writes_padded_operands_bit_exact(layout, m, k, rows, cols):
+    """The padded outputs torch-scaled-mm reads: equal to quantizing the zero-padded input."""
+    from rocm_fp8.kernels.quant_fp8 import quantize_fp8
+
+    g = torch.Generator(device="cuda").manual_seed(m * 7 + k)
+    x = (torch.randn(m, k, device="cuda", generator=g) * torch.logspace(-3, 3, k, device="cuda")).to(torch.bfloat16)
+    padded = torch.zeros(rows, cols, dtype=torch.bfloat16, device="cuda")
+    padded[:m, :k] = x
+    rq, rs = quantize_activation(padded, 128, FP8)
+    for _ in range(2):  # the JIT launch, then the direct one
+        q, s = quantize_fp8(x, FP8, 128, layout, rows=rows, cols=cols)
+        assert q.shape == (rows, cols) and s.shape == rs.shape
+        assert torch.equal(q.view(torch.uint8), rq.view(torch.uint8)), "quantized values differ"
+        assert torch.equal(s, rs), "scales differ"
+        assert s.stride() == ((1, rows) if layout == "col" else (s.shape[1], 1))
+
+
+@pytest.mark.skipif(HIP, reason="cuBLASLt blockwise FP8 is NVIDIA-only")
+@pytest.mark.parametrize("n,k", [(2048, 3072), (200, 392), (2112, 7168)], ids=["N2048-K3072", "N200-K392",
+                                                                              "N2112-K7168"])
+@pytest.mark.parametrize("m", [1, 3, 5, 16, 33])
+def test_torch_scaled_mm_float_input_quantizes_into_padded_operands(n, k, m):
+    """bf16 input through torch-scaled-mm's fused bound call (one quant launch writing the padded
+    operands) gives the bits of quantize_input + the FP8 bound call, close to the float reference."""
+    from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend
+    from rocm_fp8.dispatch import bucket
+    from rocm_fp8.toolchain import detect
+
+    backend = TorchScaledMMBackend()
+    if not backend.available(detect())[0]:
+        pytest.skip(backend.available(detect())[1])
+    g = torch.Generator(device="cuda").manual_seed(m + n + k)
+    w_q, w_s = quantize_weight(torch.randn(n, k, device="cuda", generator=g) * 0.05, (128, 128), FP8)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
+    prepared = backend.prepare_weight(w_q, w_s)
+    fused = backend.bind_float_input(prepared, torch.bfloat16, bucket(m), FP8, 128)
+    assert fused is not None
+    xq, xs = backend.quantize_input(x, FP8)
+    want = backend.bind(prepared, torch.bfloat16, bucket(m))(xq, xs)
+    for _ in range(2):
+        y = fused(x)
+        assert y.shape == (m, n) and torch.equal(y, want)
+    assert_close(y, reference_linear(xq, xs, w_q, w_s), 1e-2)
+    y_op = rocm_fp8.w8a8_block_fp8_linear(x, w_q, w_s, backend="torch-scaled-mm")
+    assert torch.equal(y_op, want)
+
+
 def test_backends_quantize_with_the_fused_kernel():
     from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend
     from rocm_fp8.backends.triton import TritonBackend
@@ -167,9 +219,11 @@ def test_bound_gemm_and_fused_quant_capture_in_a_graph():
     assert isinstance(bound.config, KernelConfig)
 
 
-@pytest.mark.parametrize("backend", ["auto", "triton"])
+@pytest.mark.parametrize("backend", ["auto", "triton", "torch-scaled-mm"])
 @pytest.mark.parametrize("fp8_input", [False, True], ids=["bf16-in", "fp8-in"])
 def test_op_captures_and_compiles(backend, fp8_input):
+    if backend == "torch-scaled-mm" and (HIP or torch.cuda.get_device_capability()[0] != 9):
+        pytest.skip("cuBLASLt blockwise FP8 is used on sm90 only")
     n, k, m = 2048, 3072, 3
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.05
     w_q, w_s = quantize_weight(w, (128, 128), FP8)
