@@ -100,6 +100,25 @@ def test_hooks_still_run_when_the_call_skips_nn_module_bookkeeping(rng):
     torch.testing.assert_close(layer(x), plain)
 
 
+def test_a_compiled_layer_takes_the_compiled_call(rng):
+    """``layer.compile()`` sets nn.Module's compiled call: the layer's own fast __call__ must defer to it."""
+    layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
+    x = torch.randn(3, 256, generator=rng)
+    plain = layer(x)
+    compiled_graphs = []
+
+    def recording_backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    layer.compile(backend=recording_backend, fullgraph=True)
+    try:
+        torch.testing.assert_close(layer(x), plain)
+    finally:
+        torch._dynamo.reset()
+    assert compiled_graphs, "the compiled call was bypassed"
+
+
 def test_a_replaced_weight_is_validated_and_replanned(rng):
     layer = Fp8BlockLinear.from_linear(torch.nn.Linear(256, 128), fp8_dtype="e4m3fn")
     x = torch.randn(2, 256, generator=rng)
