@@ -12,7 +12,7 @@ stamp() { echo "== $1 ($(( $(date +%s) - t0 ))s)"; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 stamp "GPU tests: torch-scaled-mm (kernel, fused bf16 path, capture and compile), fused quant (padded too)"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$OUT/gpu-tests-overhead.xml" \
-    tests/gpu/test_gpu_fast_path.py tests/gpu/test_gpu_kernels.py -k "scaled_mm or scaled-mm or fused_quant" \
+    tests/gpu/test_gpu_fast_path.py tests/gpu/test_gpu_kernels.py -k "scaled_mm or scaled-mm or fused_quant or pad_fp8" \
     > "$OUT/gpu-tests-overhead.txt" 2>&1
 tail -n 8 "$OUT/gpu-tests-overhead.txt"
 stamp "host cost per call (bench/overhead.py)"

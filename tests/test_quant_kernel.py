@@ -4,7 +4,8 @@ Same pattern as test_triton_kernel.py: run plainly, this file re-runs itself in 
 starts with TRITON_INTERPRET=1. The kernel must equal ``quantize_activation`` bit for bit: values
 (as raw bytes, so -0.0 and NaN encodings count) and scales, both FP8 flavours, both scale layouts,
 every float input dtype, a partial last group (against the zero-padded input), magnitudes from
-1e-6 to 1e6, an all-zero group and negative zeros. The GPU twin is tests/gpu/test_gpu_fast_path.py.
+1e-6 to 1e6, an all-zero group and negative zeros; zero-padded outputs (rows > M, cols > K). The pad
+kernel for already-quantized operands equals torch's padding. The GPU twin is tests/gpu/test_gpu_fast_path.py.
 """
 
 from __future__ import annotations
@@ -118,6 +119,27 @@ def test_padded_output_equals_quantizing_the_zero_padded_input(quant, fp8, layou
     wide = torch.zeros(m, k + 64, dtype=torch.bfloat16)
     wide[:, :k] = x
     assert_same(*quant.quantize_fp8(wide[:, :k], fp8, 128, layout, rows=rows, cols=cols), rq, rs)
+
+
+@pytest.mark.parametrize("m,k,rows,cols", [(1, 384, 4, 512), (5, 392, 8, 512), (3, 3072, 4, 3072), (6, 256, 8, 1024)])
+@pytest.mark.parametrize("scale_layout", ["row", "col", "offset"])
+def test_pad_fp8_equals_torch_padding(quant, m, k, rows, cols, scale_layout):
+    """Already-quantized operands padded in one launch: x with zeros, scales with ones, M-contiguous."""
+    x = random_input(m, k, torch.bfloat16, seed=m * k)
+    x_q, x_s = quantize_activation(x, 128, FN)
+    if scale_layout == "col":
+        x_s = x_s.t().contiguous().t()
+    elif scale_layout == "offset":  # a view 4 bytes into its storage: not 16-byte aligned
+        x_s = torch.cat([torch.zeros(1, x_s.shape[1]), x_s]).view(-1)[1:1 + x_s.numel()].view(x_s.shape)
+    want_q = torch.zeros(rows, cols, dtype=torch.uint8)
+    want_q[:m, :k] = x_q.view(torch.uint8)
+    want_s = torch.ones(rows, cols // 128)
+    want_s[:m, : x_s.shape[1]] = x_s
+    for _ in range(2):
+        q, s = quant.pad_fp8(x_q, x_s, rows, cols)
+        assert q.dtype == FN and q.shape == (rows, cols) and q.is_contiguous()
+        assert torch.equal(q.view(torch.uint8), want_q)
+        assert s.shape == (rows, cols // 128) and s.stride() == (1, rows) and torch.equal(s, want_s)
 
 
 def test_bad_input_names_the_argument(quant):

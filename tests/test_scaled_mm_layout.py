@@ -66,9 +66,10 @@ def test_inference_tensors_prepared_inside_and_run_outside_inference_mode(rng):
     assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
 
 
-def test_fp8_input_pad_is_one_op_per_operand(rng):
-    """M = 1 against a weight with padded K: each operand padded by one torch op (no zero/one fills
-    followed by slice copies), zeros in x and ones in the scales."""
+def test_fp8_input_pad_is_one_op_per_operand_without_the_pad_kernel(rng):
+    """Where the Triton pad kernel does not run (here: CPU tensors, no interpreter), M = 1 against a
+    weight with padded K: each operand padded by one torch op (no zero/one fills followed by slice
+    copies), zeros in x and ones in the scales."""
     from torch.profiler import ProfilerActivity, profile
 
     backend = TorchScaledMMBackend()
@@ -99,8 +100,8 @@ def test_bf16_input_suite_under_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                           "test_bf16_input_quantizes"], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and " passed" in proc.stdout, f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+                           "test_bf16_input_quantizes or test_fp8_input_padded_by_one_launch"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "\n24 passed" in proc.stdout, f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("n,k", [(256, 384), (200, 392), (128, 1024)])
@@ -125,4 +126,37 @@ def test_bf16_input_quantizes_into_the_padded_operands(n, k, m, rng):
     x_q, x_s = quantize_activation(x, dtype="e4m3fn")
     assert y.shape == (m, n)
     assert torch.equal(y, backend.bind(prepared, torch.float32, m)(x_q, x_s))
+    assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("n,k", [(256, 384), (200, 392), (128, 1024)])
+@pytest.mark.parametrize("m", [1, 3, 5, 8])
+def test_fp8_input_padded_by_one_launch(n, k, m, rng, monkeypatch):
+    """FP8 input with M or K to pad goes through the Triton pad kernel (one launch for both operands);
+    the emulation asserts the layout; equal to torch's padding path and to the reference."""
+    pytest.importorskip("triton")
+    import os
+
+    from rocm_fp8.backends.torch_scaled_mm import _pad_operands
+    from rocm_fp8.kernels import quant_fp8
+
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        pytest.skip("runs in test_bf16_input_suite_under_interpreter's child process")
+    backend = TorchScaledMMBackend()
+    backend._api = ("private", emulated_blockwise)
+    w_q, w_s = quantize_weight(torch.randn(n, k, generator=rng), dtype="e4m3fn")
+    x_q, x_s = quantize_activation(torch.randn(m, k, generator=rng), dtype="e4m3fn")
+    prepared = backend.prepare_weight(w_q, w_s)
+    padded = []
+    real_pad = quant_fp8.pad_fp8
+    monkeypatch.setattr(quant_fp8, "pad_fp8", lambda *a: padded.append(a[2:]) or real_pad(*a))
+    y = backend.bind(prepared, torch.float32, max(1, 1 << (m - 1).bit_length()))(x_q, x_s)
+    kb = prepared.extra["b"].shape[0]
+    assert len(padded) == (1 if m % 4 or kb != k else 0)
+    if padded:
+        mp = max(4, -(-m // 4) * 4)
+        xp, sp = _pad_operands(x_q, x_s, mp, kb)
+        want = emulated_blockwise(xp, prepared.extra["b"], sp, prepared.extra["scale_b"], torch.float32)[:m, :n]
+        assert torch.equal(y, want)
+    assert y.shape == (m, n)
     assert_close(y, reference_linear(x_q, x_s, w_q, w_s), rel_tol=1e-6)

@@ -270,19 +270,35 @@ def test_split_k_scratch_is_safe_across_graph_and_streams():
     assert all(torch.equal(y, want2) for y in y_other + y_eager)
 
 
+@pytest.mark.parametrize("m,k,rows,cols", [(1, 3072, 4, 3072), (3, 392, 4, 512), (5, 7168, 8, 7168)])
+def test_pad_fp8_equals_torch_padding(m, k, rows, cols):
+    """torch-scaled-mm's one-launch pad of FP8 operands: zeros around x, ones around the scales."""
+    from rocm_fp8.kernels.quant_fp8 import pad_fp8
+
+    x_q, x_s, _, _ = operands(m, 256, k, seed=m + k)
+    want_q = torch.zeros(rows, cols, dtype=torch.uint8, device="cuda")
+    want_q[:m, :k] = x_q.view(torch.uint8)
+    want_s = torch.ones(rows, cols // 128, device="cuda")
+    want_s[:m, : x_s.shape[1]] = x_s
+    for scales in (x_s, x_s.t().contiguous().t(), x_s, x_s):  # the JIT launch, then the direct one
+        q, s = pad_fp8(x_q, scales, rows, cols)
+        assert torch.equal(q.view(torch.uint8), want_q) and torch.equal(s, want_s)
+        assert s.stride() == (1, rows) and q.is_contiguous()
+
+
 @pytest.mark.skipif(HIP, reason="cuBLASLt blockwise FP8 is NVIDIA-only")
-@pytest.mark.parametrize("m", [1, 8])
-def test_torch_scaled_mm_bind_matches_run(m):
+@pytest.mark.parametrize("n,k", [(2048, 3072), (200, 392)], ids=["N2048-K3072", "N200-K392"])
+@pytest.mark.parametrize("m", [1, 5, 8])
+def test_torch_scaled_mm_bind_matches_run(m, n, k):
     from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend
     from rocm_fp8.toolchain import detect
 
     backend = TorchScaledMMBackend()
     if not backend.available(detect())[0]:
         pytest.skip(backend.available(detect())[1])
-    n, k = 2048, 3072
     w_q, w_s = quantize_weight(torch.randn(n, k, device="cuda") * 0.05, (128, 128), FP8)
     prepared = backend.prepare_weight(w_q, w_s)
-    run = backend.bind(prepared, torch.bfloat16, m)
+    run = backend.bind(prepared, torch.bfloat16, max(1, 1 << (m - 1).bit_length()))
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     xq, xs = backend.quantize_input(x, FP8)
     y = run(xq, xs)

@@ -9,6 +9,11 @@ K is zero-padded to a multiple of 512 (see ``padded_k``), which also serves a pa
 and N to a multiple of 16 (the output's extra columns are dropped). cuBLASLt's blockwise FP8 writes
 bfloat16 only: ``supports`` refuses other output dtypes, so the dispatcher computes bfloat16 and
 casts once.
+
+Host cost per call: the bound calls fix the weight operands and the entry point once per (weight, M
+bucket). FP8 input that needs padding is padded by one launch (``quant_fp8.pad_fp8``: both operands;
+one torch op per operand where Triton cannot run). Float input takes ``bind_float_input``: the fused
+quant kernel writes the padded operands and M-contiguous scales directly, then the GEMM.
 """
 
 from __future__ import annotations
@@ -119,15 +124,23 @@ class TorchScaledMMBackend(Backend):
         return super().quantize_input(x, fp8_dtype, group_size)
 
     def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
-        """Pre-quantized input: pad M (and K, for a padded weight) in one op per operand, where needed."""
+        """Pre-quantized input: pad M (and K, for a padded weight) where needed, both operands in one
+        launch (the Triton pad kernel; without Triton, one torch op per operand)."""
         mm, b, scale_b, n, k, kb, n_padded, fixed_mp = _bound_operands(self._api, prepared, m_bucket)
         to_bytes, fp8 = torch.uint8, prepared.weight.dtype
+        quant = _triton_quant()
+        pad = None
+        if quant is not None and (prepared.weight.device.type == "cuda" or quant.fast_launch.interpreting()):
+            pad = quant.pad_fp8
 
         def run(x_q, x_scale):
             m = x_q.shape[0]
             mp = fixed_mp or max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
             if mp != m or kb != k:
-                x_q, scale_a = _pad_operands(x_q, x_scale, mp, kb, to_bytes, fp8)
+                if pad is None:
+                    x_q, scale_a = _pad_operands(x_q, x_scale, mp, kb, to_bytes, fp8)
+                else:
+                    x_q, scale_a = pad(x_q if x_q.stride(1) == 1 else x_q.contiguous(), x_scale, mp, kb)
             else:
                 scale_a = x_scale if x_scale.stride(0) == 1 and x_scale.stride(1) == m else x_scale.t().contiguous().t()
                 if x_q.stride(-1) != 1:

@@ -16,6 +16,10 @@ the cast, so the cast itself is exact and no hardware or interpreter rounding mo
 interpreter's fp32 -> fp8 cast rounds ties away from zero); the sign bit is set by hand (GPU
 conversions turn -0.0 into +0, torch keeps it in e4m3fn).
 
+``rows``/``cols`` make the same launch write zero-padded outputs (the aligned M and K that
+torch-scaled-mm's cuBLASLt call needs). :func:`pad_fp8` pads operands that arrive already quantized
+(x with zeros, scales with ones, M-contiguous) in one launch.
+
 Launches are warmed per (input dtype, FP8 dtype, K, group, scale layout) like the GEMM's
 (:mod:`rocm_fp8.kernels.fast_launch`); anything unusual takes Triton's normal launch.
 """
@@ -173,3 +177,58 @@ def quantize_fp8(x: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn, 
     if kernel is None and on_gpu and x.stride(1) == 1 and x.stride(0) == k and not x_ptr & 15:
         launch.kernel = fast_launch.warm(compiled)
     return x_q, x_scale
+
+
+# -- padding FP8 operands that are already quantized ----------------------------------------------------
+@triton.jit(do_not_specialize=["M", "stride_xm", "stride_sm", "stride_sg", "stride_om", "stride_og"])
+def _pad_kernel(x_ptr, s_ptr, xo_ptr, so_ptr, M, K, KP, G, stride_xm, stride_sm, stride_sg, stride_om, stride_og,
+                GROUP: tl.constexpr, GROUPS: tl.constexpr):
+    # One program row per output row: x bytes [M, K] -> [MP, KP] (zeros around), scales [M, G] ->
+    # [MP, ceil(KP/GROUP)] (ones around), in one launch.
+    row = tl.program_id(0).to(tl.int64)
+    groups = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+    cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
+    live = (row < M).to(tl.int64)  # 0 for a padding row: nothing is loaded
+    x = tl.load(x_ptr + row * stride_xm + cols, mask=cols < K * live, other=0)
+    tl.store(xo_ptr + row * KP + cols, x, mask=cols < KP)
+    s = tl.load(s_ptr + row * stride_sm + groups * stride_sg, mask=groups < G * live, other=1.0)
+    tl.store(so_ptr + row * stride_om + groups * stride_og, s, mask=groups * GROUP < KP)
+
+
+_pad_launches: dict[tuple, list] = {}
+
+
+def pad_fp8(x_q: torch.Tensor, x_scale: torch.Tensor, rows: int, cols: int,
+            group_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantized ``x_q [M, K]`` (FP8, unit column stride) and ``x_scale [M, ceil(K/G)]`` fp32 (any
+    strides) -> ``(x_q [rows, cols]`` zero-padded, contiguous; ``x_scale [rows, ceil(cols/G)]`` padded with
+    1, strides (1, rows))``, both written by one launch: the M/K padding cuBLASLt needs for FP8 input.
+    No argument checks (the caller, torch-scaled-mm's bound call, passes what it validated)."""
+    m, k = x_q.shape
+    dev = x_q.device
+    n_groups = -(-cols // group_size)
+    out = torch.empty((rows, cols), dtype=x_q.dtype, device=dev)
+    scale = torch.empty((n_groups, rows), dtype=torch.float32, device=dev).t()
+    if rows == 0:
+        return out, scale
+    groups_per_program = 1 if n_groups == 1 else 2 if n_groups == 2 else 4
+    grid_y = -(-n_groups // groups_per_program)
+    key = (k, cols, group_size, x_q.is_cuda)
+    slot = _pad_launches.get(key)
+    if slot is None:
+        slot = _pad_launches[key] = [None]
+    kernel = slot[0]
+    xb = x_q.view(torch.uint8)
+    x_ptr, s_ptr = xb.data_ptr(), x_scale.data_ptr()
+    g = x_scale.shape[1]
+    if kernel is not None and not x_ptr & 15 and not s_ptr & 15 and fast_launch.hooks_idle():
+        kernel(rows, grid_y, fast_launch.stream_getter()(dev.index), x_ptr, s_ptr, out.view(torch.uint8), scale, m,
+               k, cols, g, xb.stride(0), x_scale.stride(0), x_scale.stride(1), 1, rows, group_size,
+               groups_per_program)
+        return out, scale
+    compiled = _pad_kernel[(rows, grid_y)](xb, x_scale, out.view(torch.uint8), scale, m, k, cols, g, xb.stride(0),
+                                           x_scale.stride(0), x_scale.stride(1), 1, rows, group_size,
+                                           groups_per_program, num_warps=4)
+    if kernel is None and x_q.is_cuda and not x_ptr & 15 and not s_ptr & 15:
+        slot[0] = fast_launch.warm(compiled)
+    return out, scale
