@@ -77,11 +77,11 @@ class GluonConfig:
 
 
 @gluon.jit
-def _tile_coords(t, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+def _tile_coords(t, num_pid_m, num_pid_n, group_m):
     # grouped order: GROUP_M row tiles walk the same column tiles while those are in L2
-    group_size = GROUP_M * num_pid_n
-    first_m = (t // group_size) * GROUP_M
-    rows = gl.minimum(num_pid_m - first_m, GROUP_M)
+    group_size = group_m * num_pid_n
+    first_m = (t // group_size) * group_m
+    rows = gl.minimum(num_pid_m - first_m, group_m)
     pid_m = first_m + (t % group_size) % rows
     pid_n = (t % group_size) // rows
     return pid_m, pid_n
@@ -177,8 +177,11 @@ def gemm_pipelined_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
 
 
 @gluon.jit
-def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K,
-                 BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, group_m):
+    # (constexprs do not survive warp_specialize's argument tuples in Triton 3.6: the tile sizes
+    # come from the buffers' shapes, the L2 grouping is a runtime integer)
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     tile_bytes: gl.constexpr = 2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
@@ -187,7 +190,7 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K,
     k_blocks = K // BK
     it = 0
     for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
-        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
         off_m = pid_m * 2 * HALF
         off_n = pid_n * BN
         for kb in range(k_blocks):
@@ -203,8 +206,10 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K,
 
 @gluon.jit
 def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                 PART: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
+                 PART: gl.constexpr):
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
     HALF: gl.constexpr = a_bufs.type.shape[1]
     BK: gl.constexpr = a_bufs.type.shape[2]
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -215,7 +220,7 @@ def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
     zero = gl.zeros([HALF, BN], gl.float32, layout)
     it = 0
     for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
-        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
         off_m = pid_m * 2 * HALF + PART * HALF
         off_n = pid_n * BN
         acc = gl.zeros([HALF, BN], gl.float32, layout)
@@ -235,18 +240,16 @@ def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
 
 @gluon.jit
 def _ws_consumer0(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                  BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
     _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, 0, BN, STAGES, GROUP_M)
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0)
 
 
 @gluon.jit
 def _ws_consumer1(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                  BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
     _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, 1, BN, STAGES, GROUP_M)
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1)
 
 
 @gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
@@ -266,11 +269,11 @@ def gemm_ws_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
         mbarrier.init(empty.index(i), count=2)  # one arrival per consumer warpgroup
     fence_async_shared()
     consumer_args = (a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, BN, STAGES, GROUP_M)
+                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
     gl.warp_specialize([
         (_ws_consumer0, consumer_args),
         (_ws_consumer1, consumer_args),
-        (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, BN, STAGES, GROUP_M)),
+        (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, GROUP_M)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
