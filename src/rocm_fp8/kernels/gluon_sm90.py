@@ -307,13 +307,16 @@ def _gl_fp8(dtype: torch.dtype):
     _fail("x_q", "torch.float8_e4m3fn (the FP8 format of sm90 wgmma)", dtype)
 
 
-def descriptors(x_q: torch.Tensor, w_q: torch.Tensor, cfg: GluonConfig):
-    """(A descriptor, B descriptor) for ``cfg``: A blocks are the 64-row halves in the ws kernel."""
+def descriptors(x_q: torch.Tensor, w_q: Optional[torch.Tensor], cfg: GluonConfig):
+    """(A descriptor, B descriptor or None without ``w_q``) for ``cfg``: A blocks are the 64-row
+    halves in the ws kernel, whole 128-row tiles in the pipelined one."""
     elt = _gl_fp8(x_q.dtype)
     a_rows = BLOCK_M // 2 if cfg.variant == "ws" else BLOCK_M
     a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
     b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
     a = TensorDescriptor(x_q, list(x_q.shape), list(x_q.stride()), [a_rows, GROUP_K], a_layout)
+    if w_q is None:
+        return a, None
     b = TensorDescriptor(w_q, list(w_q.shape), list(w_q.stride()), [cfg.block_n, GROUP_K], b_layout)
     return a, b
 
@@ -332,8 +335,10 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
     """Launch with no checks beyond the descriptors' own; returns Triton's compiled kernel."""
     m, k = x_q.shape
     n = w_q.shape[0]
-    a_desc, b_new = descriptors(x_q, w_q, cfg) if b_desc is None else (descriptors(x_q, w_q, cfg)[0], None)
-    b_desc = b_desc if b_desc is not None else b_new
+    # (the weight's descriptor can be made once per layer: BoundGluonGemm passes it)
+    a_desc, b_fresh = descriptors(x_q, w_q if b_desc is None else None, cfg)
+    if b_desc is None:
+        b_desc = b_fresh
     tiles = triton.cdiv(m, BLOCK_M) * triton.cdiv(n, cfg.block_n)
     grid = (min(tiles, _num_sms(x_q.device)),)
     args = (a_desc, b_desc, out, x_scale, w_scale, m, n, k, out.stride(0), out.stride(1),
