@@ -351,6 +351,34 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
                                        num_warps=8)
 
 
+class BoundGluonGemm:
+    """``run(x_q, x_scale) -> y`` for one weight, out dtype and (Gluon) ``KernelConfig``: the
+    weight's TMA descriptor is made once. Activations TMA cannot load (misaligned, strided rows,
+    K not a multiple of 128) go to a Triton :class:`BoundGemm` of the same tile, made on first need."""
+
+    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config) -> None:
+        self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, config
+        self.gcfg = config.gluon_config()
+        self.n, self.k = w_q.shape
+        self._b_desc = descriptors(w_q[:1], w_q, self.gcfg)[1]
+        self._fallback = None
+        self.warmed = True  # launches go straight to the compiled kernel's JIT entry
+
+    def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        m = x_q.shape[0]
+        out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.w_q.device)
+        if m == 0:
+            return out
+        if x_q.stride(1) == 1 and not x_q.data_ptr() % 16 and not (x_q.stride(0) * x_q.element_size()) % 16:
+            launch(x_q, x_scale, self.w_q, self.w_scale, out, self.gcfg, b_desc=self._b_desc)
+            return out
+        if self._fallback is None:
+            from rocm_fp8.kernels.triton_blockscale import BoundGemm
+
+            self._fallback = BoundGemm(self.w_q, self.w_scale, self.out_dtype, self.config.triton_fallback())
+        return self._fallback(x_q, x_scale)
+
+
 def gluon_blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
                           out_dtype: torch.dtype = torch.bfloat16, config: Optional[GluonConfig] = None,
                           out: Optional[torch.Tensor] = None) -> torch.Tensor:

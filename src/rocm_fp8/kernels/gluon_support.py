@@ -63,6 +63,13 @@ def unavailable_reason(device=None) -> Optional[str]:
     return None
 
 
+def tma_ready(t) -> bool:
+    """Whether a 2-D FP8 operand suits the kernel's TMA loads: K-contiguous, K % 128 == 0, base
+    pointer and row stride 16-byte aligned (the checks of gluon_sm90.check_tma_operands, as a test)."""
+    return (t.dim() == 2 and t.stride(1) == 1 and t.shape[1] % 128 == 0 and t.data_ptr() % 16 == 0
+            and (t.stride(0) * t.element_size()) % 16 == 0)
+
+
 def load():
     """The :mod:`rocm_fp8.kernels.gluon_sm90` module; raises RuntimeError with the reason if unavailable."""
     why = unavailable_reason()
