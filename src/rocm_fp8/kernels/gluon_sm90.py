@@ -48,6 +48,7 @@ GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
 VARIANTS = ("pipelined", "ws")
+SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,15 @@ class GluonConfig:
             raise ValueError(f"config.stages: expected 2..8, got {self.stages}")
         if self.group_m < 1:
             raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
+        need = self.shared_bytes()
+        if need > SM90_SHARED_BYTES:
+            raise ValueError(f"config.stages: {self.stages} stages of a {BLOCK_M}x{self.block_n} tile need "
+                             f"{need // 1024} KiB of shared memory, sm90 has {SM90_SHARED_BYTES // 1024} KiB per block")
         return self
+
+    def shared_bytes(self) -> int:
+        """The ring's FP8 A and B tiles plus barriers (what the compiled kernel reports, within 1 KiB)."""
+        return self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,3 +442,55 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
+def resources(cfg: GluonConfig) -> dict[str, Any]:
+    """Compile ``cfg`` for sm_90a here (no GPU needed) and read what the cubin uses: registers per
+    thread at launch, stack/local bytes (spills), shared memory, and the wgmma/setmaxnreg/QGMMA counts
+    of the PTX and SASS (through the cuobjdump/nvdisasm Triton ships)."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    k = compile_for_sm90(cfg)
+    ptx = k.asm["ptx"]
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as fh:
+            fh.write(k.asm["cubin"])
+        usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "-res-usage", path], capture_output=True,
+                               text=True, check=True).stdout
+        sass = subprocess.run([os.path.join(bindir, "nvdisasm"), path], capture_output=True, text=True,
+                              check=True).stdout
+
+    def field(name):
+        found = re.search(rf"\b{name}:(\d+)", usage)
+        return int(found.group(1)) if found else None
+
+    return {"config": cfg.__dict__, "registers": field("REG"), "stack_bytes": field("STACK"),
+            "local_bytes": field("LOCAL"), "shared_bytes": k.metadata.shared,
+            "wgmma_ptx": ptx.count("wgmma.mma_async"), "qgmma_sass": sass.count("QGMMA"),
+            "setmaxnreg": re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="cross-compile the Gluon sm90 kernels and print their resources")
+    p.add_argument("--resources", action="store_true")
+    p.add_argument("--variant", action="append", choices=VARIANTS)
+    p.add_argument("--block-n", type=int, action="append")
+    p.add_argument("--stages", type=int, action="append")
+    args = p.parse_args(argv)
+    for variant in args.variant or VARIANTS:
+        for bn in args.block_n or (128,):
+            for st in args.stages or (4, 5):
+                print(json.dumps(resources(GluonConfig(variant=variant, block_n=bn, stages=st))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
