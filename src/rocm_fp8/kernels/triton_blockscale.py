@@ -138,8 +138,9 @@ class KernelConfig:
                              group_m=self.group_m).validate()
 
     def triton_fallback(self) -> "KernelConfig":
-        """The same tile for this module's Triton kernel (where the Gluon one cannot run)."""
-        return replace(self, kernel=None, num_warps=8, persistent=True, tma=True)
+        """The same tile for this module's Triton kernel (where the Gluon one cannot run: another
+        GPU or Triton, or operands TMA cannot load, hence no TMA here either)."""
+        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False)
 
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
