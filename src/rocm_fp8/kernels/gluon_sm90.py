@@ -97,20 +97,21 @@ def _tile_coords(t, num_pid_m, num_pid_n, group_m):
 
 
 @gluon.jit
-def _promote(acc, blk, as_ptr, bs_ptr, off_m, off_n, kb, M, N,
-             stride_asm, stride_ask, stride_bsn, stride_bsk,
-             ROWS: gl.constexpr, BN: gl.constexpr, layout: gl.constexpr):
-    """acc += blk * (a_scale[row, kb] * b_scale[col // 128, kb]) in fp32."""
+def _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
+            ROWS: gl.constexpr, BN: gl.constexpr, layout: gl.constexpr):
+    """The K block's scale factor of each accumulator element, as [ROWS, 1] (one weight block across
+    the tile: BN <= 128) or [ROWS, BN]. Issued before the block's wgmma so the loads' latency hides
+    behind the barrier wait and the MMA."""
     rows = off_m + gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
     a_s = gl.load(as_ptr + rows * stride_asm + kb * stride_ask, mask=rows < M, other=0.0)
     if BN <= _SCALE_N:
         b_s = gl.load(bs_ptr + (off_n // _SCALE_N) * stride_bsn + kb * stride_bsk)
-        acc = acc + blk * gl.expand_dims(a_s * b_s, 1)
+        scale = gl.expand_dims(a_s * b_s, 1)
     else:
         cols = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
         b_s = gl.load(bs_ptr + (cols // _SCALE_N) * stride_bsn + kb * stride_bsk, mask=cols < N, other=0.0)
-        acc = acc + blk * (gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0))
-    return acc
+        scale = gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0)
+    return scale
 
 
 @gluon.jit
@@ -162,6 +163,8 @@ def gemm_pipelined_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
         acc = gl.zeros([BM, BN], gl.float32, layout)
         for kb in range(k_blocks):
             s = it % STAGES
+            scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                            BM, BN, layout)
             mbarrier.wait(full.index(s), (it // STAGES) & 1)
             blk = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero,
                                 use_acc=False, is_async=True)
@@ -174,8 +177,7 @@ def gemm_pipelined_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
             mbarrier.expect(full.index(sn), tile_bytes, pred=ok)
             tma.async_copy_global_to_shared(a_desc, [off_m, nxt * BK], full.index(sn), a_bufs.index(sn), pred=ok)
             tma.async_copy_global_to_shared(b_desc, [off_n, nxt * BK], full.index(sn), b_bufs.index(sn), pred=ok)
-            acc = _promote(acc, blk, as_ptr, bs_ptr, off_m, off_n, kb, M, N,
-                           stride_asm, stride_ask, stride_bsn, stride_bsk, BM, BN, layout)
+            acc += blk * scale  # the promotion: fp32, exact per K block
             it += 1
         _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, BM, BN, layout)
     for i in gl.static_range(STAGES):
@@ -235,14 +237,15 @@ def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
         acc = gl.zeros([HALF, BN], gl.float32, layout)
         for kb in range(k_blocks):
             s = it % STAGES
+            scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                            HALF, BN, layout)
             mbarrier.wait(full.index(s), (it // STAGES) & 1)
             a_s = a_bufs.index(2 * s + PART)
             b_s = b_bufs.index(s)
             blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
             blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
             mbarrier.arrive(empty.index(s))  # this consumer is done with the slot
-            acc = _promote(acc, blk, as_ptr, bs_ptr, off_m, off_n, kb, M, N,
-                           stride_asm, stride_ask, stride_bsn, stride_bsk, HALF, BN, layout)
+            acc += blk * scale
             it += 1
         _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, HALF, BN, layout)
 
