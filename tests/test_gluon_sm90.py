@@ -35,8 +35,10 @@ def test_unavailable_here_names_the_reason():
         assert f"this is Triton {v}" in why and "3.6" in why
     else:
         assert "GPU" in why or "TRITON_INTERPRET" in why
+    from rocm_fp8.kernels.triton_blockscale import gluon_module
+
     with pytest.raises(RuntimeError, match="gluon_ws: "):
-        gluon_support.load()
+        gluon_module()
 
 
 def test_import_rocm_fp8_does_not_import_gluon():
@@ -168,3 +170,20 @@ def test_cross_compiles_for_sm90(variant):
         assert res["wgmma_ptx"] == 8  # one 64xNx128 block per consumer warpgroup
     else:
         assert res["setmaxnreg"] == []
+
+
+def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
+    import importlib
+
+    cands = importlib.import_module("rocm_fp8.tune.candidates")  # (the package re-exports the function)
+
+    if gluon_support.compiler_reason() is not None:  # this Triton cannot build it: never a candidate
+        assert not [c for c in cands.candidates(4096) if "kernel" in c]
+    monkeypatch.setattr(cands, "_gluon_compiles", lambda: True)
+    large = [c for c in cands.candidates(4096, arch="sm90") if "kernel" in c]
+    assert {c["kernel"] for c in large} == {"gluon_ws", "gluon_pipelined"}
+    for c in large:
+        KernelConfig.from_dict(c).validate()
+    assert not [c for c in cands.candidates(512, arch="sm90") if "kernel" in c]
+    assert not [c for c in cands.candidates(4096, arch="gfx942") if "kernel" in c]
+    assert not [c for c in cands.candidates(4096, hopper=False) if "kernel" in c]

@@ -27,6 +27,12 @@ whose Gluon API it uses) and the device first. ``import rocm_fp8`` never imports
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -451,10 +457,6 @@ def resources(cfg: GluonConfig) -> dict[str, Any]:
     """Compile ``cfg`` for sm_90a here (no GPU needed) and read what the cubin uses: registers per
     thread at launch, stack/local bytes (spills), shared memory, and the wgmma/setmaxnreg/QGMMA counts
     of the PTX and SASS (through the cuobjdump/nvdisasm Triton ships)."""
-    import os
-    import re
-    import subprocess
-    import tempfile
 
     k = compile_for_sm90(cfg)
     ptx = k.asm["ptx"]
@@ -479,8 +481,6 @@ def resources(cfg: GluonConfig) -> dict[str, Any]:
 
 
 def _main(argv=None) -> int:
-    import argparse
-    import json
 
     p = argparse.ArgumentParser(description="cross-compile the Gluon sm90 kernels and print their resources")
     p.add_argument("--resources", action="store_true")

@@ -2,13 +2,16 @@
 
 The kernel uses Triton 3.6's Gluon API (``triton.experimental.gluon``: warp_specialize, Hopper
 warpgroup_mma, mbarrier, TMA), which changes between Triton releases, and Hopper-only instructions
-(wgmma, setmaxnreg). :func:`unavailable_reason` says why it cannot run (None when it can) and
-:func:`load` imports it only then, so ``import rocm_fp8`` and other Triton versions never touch Gluon.
+(wgmma, setmaxnreg). :func:`unavailable_reason` says why it cannot run (None when it can);
+:func:`rocm_fp8.kernels.triton_blockscale.gluon_module` imports the kernel only then, so
+``import rocm_fp8`` and other Triton versions never touch Gluon.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
 from typing import Optional
 
 #: the Triton releases whose Gluon API the kernel was written against and compiled with
@@ -28,6 +31,7 @@ def triton_version() -> Optional[str]:
         return getattr(triton, "__version__", None)
 
 
+@functools.lru_cache(maxsize=None)
 def compiler_reason() -> Optional[str]:
     """Why the kernel cannot be compiled by this Python's Triton (None when it can)."""
     v = triton_version()
@@ -44,8 +48,6 @@ def unavailable_reason(device=None) -> Optional[str]:
     why = compiler_reason()
     if why:
         return why
-    import os
-
     import torch
 
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -57,10 +59,17 @@ def unavailable_reason(device=None) -> Optional[str]:
     if device is not None and getattr(device, "type", "cuda") != "cuda":
         return f"gluon_ws: needs a CUDA tensor, got one on {device}"
     idx = getattr(device, "index", None)
-    cap = torch.cuda.get_device_capability(idx if idx is not None else torch.cuda.current_device())
+    cap = _capability(idx if idx is not None else torch.cuda.current_device())
     if cap != (9, 0):
         return f"gluon_ws: needs an sm90 GPU (wgmma, setmaxnreg), this one is sm{cap[0]}{cap[1]}"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    import torch
+
+    return torch.cuda.get_device_capability(index)
 
 
 def tma_ready(t) -> bool:
@@ -68,13 +77,3 @@ def tma_ready(t) -> bool:
     pointer and row stride 16-byte aligned (the checks of gluon_sm90.check_tma_operands, as a test)."""
     return (t.dim() == 2 and t.stride(1) == 1 and t.shape[1] % 128 == 0 and t.data_ptr() % 16 == 0
             and (t.stride(0) * t.element_size()) % 16 == 0)
-
-
-def load():
-    """The :mod:`rocm_fp8.kernels.gluon_sm90` module; raises RuntimeError with the reason if unavailable."""
-    why = unavailable_reason()
-    if why:
-        raise RuntimeError(why)
-    from rocm_fp8.kernels import gluon_sm90
-
-    return gluon_sm90

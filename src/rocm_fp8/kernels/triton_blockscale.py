@@ -131,9 +131,7 @@ class KernelConfig:
 
     def gluon_config(self):
         """The :class:`rocm_fp8.kernels.gluon_sm90.GluonConfig` of a ``kernel="gluon_*"`` config."""
-        from rocm_fp8.kernels.gluon_support import load
-
-        g = load()
+        g = gluon_module()
         return g.GluonConfig(variant=GLUON_KERNELS[self.kernel], block_n=self.block_n, stages=self.num_stages,
                              group_m=self.group_m).validate()
 
@@ -145,6 +143,19 @@ class KernelConfig:
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
 GLUON_KERNELS = {"gluon_ws": "ws", "gluon_pipelined": "pipelined"}
+
+
+def gluon_module():
+    """The :mod:`rocm_fp8.kernels.gluon_sm90` module, imported only where it can run; RuntimeError
+    with the reason (:func:`rocm_fp8.kernels.gluon_support.unavailable_reason`) elsewhere."""
+    from rocm_fp8.kernels.gluon_support import unavailable_reason
+
+    why = unavailable_reason()
+    if why:
+        raise RuntimeError(why)
+    from rocm_fp8.kernels import gluon_sm90
+
+    return gluon_sm90
 
 
 def gluon_usable(cfg: "KernelConfig", x_q: torch.Tensor, w_q: torch.Tensor) -> bool:
@@ -307,9 +318,7 @@ def blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
               f"{tuple(out.shape)} {out.dtype} on {out.device}")
     if cfg.kernel is not None:  # a Gluon config: that kernel where it runs, else the same tile here
         if gluon_usable(cfg, x_q, w_q):
-            from rocm_fp8.kernels.gluon_support import load
-
-            load().launch(x_q, x_scale, w_q, w_scale, out, cfg.gluon_config())
+            gluon_module().launch(x_q, x_scale, w_q, w_scale, out, cfg.gluon_config())
             return out
         cfg = cfg.triton_fallback()
     launch(x_q, x_scale, w_q, w_scale, out, cfg)
@@ -506,9 +515,7 @@ def bind(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, confi
         from rocm_fp8.kernels.gluon_support import tma_ready, unavailable_reason
 
         if (w_q.dtype == torch.float8_e4m3fn and unavailable_reason(w_q.device) is None and tma_ready(w_q)):
-            from rocm_fp8.kernels.gluon_support import load
-
-            return load().BoundGluonGemm(w_q, w_scale, out_dtype, config)
+            return gluon_module().BoundGluonGemm(w_q, w_scale, out_dtype, config)
         config = config.triton_fallback()
     return BoundGemm(w_q, w_scale, out_dtype, config)
 
