@@ -15,7 +15,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 stamp "cubin resources (ptxas of this triton)"
 timeout 60 python3 -m rocm_fp8.kernels.gluon_sm90 --resources 2>&1 | tail -n 12
 stamp "gpu tests (gluon)"
-timeout 70 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py \
+timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py \
     --junitxml="$OUT/gpu-tests-gluon.xml" 2>&1 | tail -n 8
 stamp "check + bench"
 timeout ${BENCH_TIMEOUT:-170} python3 bench/gluon_sm90.py --out "$OUT" --budget ${BUDGET:-90} 2>&1 \
