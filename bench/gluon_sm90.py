@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -190,18 +190,38 @@ def write_md(path, info, checks, timing, names):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+SMOKE_TIMEOUT_S = 60
+
+
+def smoke(g, name, say) -> int:
+    """Compile and run one config on a small ragged problem, check it against float64."""
+    cfg = g.GluonConfig(**CONFIGS[name])
+    ops = operands(300, 640, 1024, seed=1)
+    out = torch.full((300, 640), float("nan"), dtype=torch.bfloat16, device="cuda")
+    g.gluon_blockscale_gemm(*ops, torch.bfloat16, config=cfg, out=out)
+    torch.cuda.synchronize()
+    r = check(out, reference64(*ops))
+    say(f"{name}: rel {r['rel']:.3e} floor {r['floor']:.3e} cos {r['cos']:.6f} finite {r['finite']}")
+    return 0 if r["ok"] else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true", help=f"only {QUICK}")
     p.add_argument("--budget", type=float, default=120.0, help="seconds of timing before cells are skipped")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--smoke", help="compile, run and check one config (a child of the main run)")
+    p.add_argument("--smoke-only", action="store_true",
+                   help="only the per-config smoke runs; writes OUT/gluon-smoke.json")
+    p.add_argument("--from-smoke", type=Path, help="take the usable configs from this gluon-smoke.json")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     def say(msg):
         print(msg, flush=True)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from rocm_fp8.kernel_configs import slug
     from rocm_fp8.kernels.gluon_support import unavailable_reason
 
@@ -218,18 +238,29 @@ def main() -> int:
     from rocm_fp8.kernels import gluon_sm90 as g
 
     names = QUICK if args.quick else list(CONFIGS)
-    # compile each once (first launch) so a compile failure is reported once, not per cell
+    if args.smoke:
+        return smoke(g, args.smoke, say)
+    # each config first in a child process with a time limit: a kernel that deadlocks (a barrier
+    # protocol bug) costs SMOKE_TIMEOUT_S and is dropped instead of hanging the whole run
     usable = []
-    for name in names:
+    if args.from_smoke:  # the configs an earlier --smoke-only run passed
+        usable = [x for x in json.loads(args.from_smoke.read_text())["usable"] if x in names]
+        say(f"configs that passed the smoke run ({args.from_smoke}): {usable}")
+    for name in ([] if args.from_smoke else names):
         t = time.time()
         try:
-            ops = operands(256, 256, 256, seed=1)
-            g.gluon_blockscale_gemm(*ops, torch.bfloat16, config=g.GluonConfig(**CONFIGS[name]))
-            torch.cuda.synchronize()
+            r = subprocess.run([sys.executable, __file__, "--smoke", name], capture_output=True, text=True,
+                               timeout=SMOKE_TIMEOUT_S)
+            ok = r.returncode == 0
+            detail = (r.stdout + r.stderr)[-1500:]
+        except subprocess.TimeoutExpired:
+            ok, detail = False, f"no result within {SMOKE_TIMEOUT_S}s (hang?)"
+        say(f"smoke {name}: {'ok' if ok else 'FAILED'} in {time.time() - t:.1f}s" + ("" if ok else f"\n{detail}"))
+        if ok:
             usable.append(name)
-            say(f"compiled+ran {name} in {time.time() - t:.1f}s")
-        except Exception:  # noqa: BLE001
-            say(f"FAILED {name}:\n{traceback.format_exc()[-1500:]}")
+    if args.smoke_only:
+        (args.out / "gluon-smoke.json").write_text(json.dumps({"configs": names, "usable": usable}))
+        return 0 if usable else 1
     checks = run_correctness(g, usable, say)
     passing = [x for x in usable if all(r["ok"] for r in checks if r["config"] == x)]
     say(f"configs passing every check: {passing}")
