@@ -47,13 +47,14 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 GROUP_K = 128
 GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
-VARIANTS = ("pipelined", "ws")
+VARIANTS = ("pipelined", "ws", "ws_lag")
 SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
 
 
@@ -224,7 +225,7 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, group_m):
 @gluon.jit
 def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
-                 PART: gl.constexpr):
+                 PART: gl.constexpr, LAG: gl.constexpr):
     STAGES: gl.constexpr = b_bufs.type.shape[0]
     BN: gl.constexpr = b_bufs.type.shape[1]
     HALF: gl.constexpr = a_bufs.type.shape[1]
@@ -241,18 +242,44 @@ def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
         off_m = pid_m * 2 * HALF + PART * HALF
         off_n = pid_n * BN
         acc = gl.zeros([HALF, BN], gl.float32, layout)
-        for kb in range(k_blocks):
-            s = it % STAGES
-            scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                            HALF, BN, layout)
-            mbarrier.wait(full.index(s), (it // STAGES) & 1)
-            a_s = a_bufs.index(2 * s + PART)
-            b_s = b_bufs.index(s)
-            blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
-            blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
-            mbarrier.arrive(empty.index(s))  # this consumer is done with the slot
-            acc += blk * scale
-            it += 1
+        if LAG:
+            # one wgmma in flight: block kb is issued before block kb-1 is waited for and promoted,
+            # so this warpgroup's own promotion overlaps its next MMA (three 64xBN fp32 tiles live)
+            prev = warpgroup_mma_init(zero)
+            prev_scale = _scales(as_ptr, bs_ptr, off_m, off_n, 0, M, N, stride_asm, stride_ask, stride_bsn,
+                                 stride_bsk, HALF, BN, layout) * 0.0
+            prev_slot = 0
+            for kb in range(k_blocks):
+                s = it % STAGES
+                scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn,
+                                stride_bsk, HALF, BN, layout)
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                a_s = a_bufs.index(2 * s + PART)
+                b_s = b_bufs.index(s)
+                cur = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                done = warpgroup_mma_wait(num_outstanding=1, deps=(prev, ))
+                mbarrier.arrive(empty.index(prev_slot), pred=kb > 0)
+                acc += done * prev_scale  # (kb == 0: the placeholder, times a zero scale)
+                prev = cur
+                prev_scale = scale
+                prev_slot = s
+                it += 1
+            done = warpgroup_mma_wait(num_outstanding=0, deps=(prev, ))
+            mbarrier.arrive(empty.index(prev_slot), pred=k_blocks > 0)
+            acc += done * prev_scale
+        else:
+            for kb in range(k_blocks):
+                s = it % STAGES
+                scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn,
+                                stride_bsk, HALF, BN, layout)
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                a_s = a_bufs.index(2 * s + PART)
+                b_s = b_bufs.index(s)
+                blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
+                mbarrier.arrive(empty.index(s))  # this consumer is done with the slot
+                acc += blk * scale
+                it += 1
         _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, HALF, BN, layout)
 
 
@@ -260,21 +287,35 @@ def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
 def _ws_consumer0(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
     _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0)
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, False)
+
+
+@gluon.jit
+def _ws_lag_consumer0(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                      stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, True)
 
 
 @gluon.jit
 def _ws_consumer1(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
     _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
-                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1)
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, False)
+
+
+@gluon.jit
+def _ws_lag_consumer1(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                      stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, True)
 
 
 @gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
 def gemm_ws_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                    stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
                    BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
-                   PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):
+                   PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LAG: gl.constexpr):
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     # slot s holds A rows [0, 64) in a_bufs[2s], rows [64, 128) in a_bufs[2s+1], B in b_bufs[s]
@@ -288,11 +329,13 @@ def gemm_ws_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
     fence_async_shared()
     consumer_args = (a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
                      stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
-    gl.warp_specialize([
-        (_ws_consumer0, consumer_args),
-        (_ws_consumer1, consumer_args),
-        (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, GROUP_M)),
-    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    producer_args = (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, GROUP_M)
+    if LAG:
+        gl.warp_specialize([(_ws_lag_consumer0, consumer_args), (_ws_lag_consumer1, consumer_args),
+                            (_ws_producer, producer_args)], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize([(_ws_consumer0, consumer_args), (_ws_consumer1, consumer_args),
+                            (_ws_producer, producer_args)], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,7 +372,7 @@ def descriptors(x_q: torch.Tensor, w_q: Optional[torch.Tensor], cfg: GluonConfig
     """(A descriptor, B descriptor or None without ``w_q``) for ``cfg``: A blocks are the 64-row
     halves in the ws kernel, whole 128-row tiles in the pipelined one."""
     elt = _gl_fp8(x_q.dtype)
-    a_rows = BLOCK_M // 2 if cfg.variant == "ws" else BLOCK_M
+    a_rows = BLOCK_M if cfg.variant == "pipelined" else BLOCK_M // 2
     a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
     b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
     a = TensorDescriptor(x_q, list(x_q.shape), list(x_q.stride()), [a_rows, GROUP_K], a_layout)
@@ -361,10 +404,10 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
     grid = (min(tiles, _num_sms(x_q.device)),)
     args = (a_desc, b_desc, out, x_scale, w_scale, m, n, k, out.stride(0), out.stride(1),
             x_scale.stride(0), x_scale.stride(1), w_scale.stride(0), w_scale.stride(1))
-    if cfg.variant == "ws":
+    if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
-                                    num_warps=4)
+                                    LAG=cfg.variant == "ws_lag", num_warps=4)
     return gemm_pipelined_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                        num_warps=8)
 
@@ -431,7 +474,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
 
     cfg = cfg.validate()
     elt = gl.float8e4nv
-    a_rows = BLOCK_M // 2 if cfg.variant == "ws" else BLOCK_M
+    a_rows = BLOCK_M if cfg.variant == "pipelined" else BLOCK_M // 2
     a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
     b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
     a_ty = f"tensordesc<fp8e4nv[{a_rows}, {GROUP_K}],{a_layout!r}>"
@@ -440,13 +483,14 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
            "M": "i32", "N": "i32", "K": "i32", "stride_cm": "i32", "stride_cn": "i32",
            "stride_asm": "i32", "stride_ask": "i32", "stride_bsn": "i32", "stride_bsk": "i32"}
     consts = {"BN": cfg.block_n, "STAGES": cfg.stages, "GROUP_M": cfg.group_m}
-    if cfg.variant == "ws":
+    if cfg.variant in ("ws", "ws_lag"):
         fn, num_warps = gemm_ws_kernel, 4
-        consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs)
+        consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
+                      LAG=cfg.variant == "ws_lag")
     else:
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
-    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "num_warps"):
+    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
@@ -470,6 +514,12 @@ def resources(cfg: GluonConfig) -> dict[str, Any]:
         sass = subprocess.run([os.path.join(bindir, "nvdisasm"), path], capture_output=True, text=True,
                               check=True).stdout
 
+        # ptxas's own notes: C7514/C7515 say the wgmmas were serialized (no overlap with other work)
+        with open(os.path.join(tmp, "k.ptx"), "w") as fh:
+            fh.write(ptx)
+        notes = subprocess.run([os.path.join(bindir, "ptxas"), "-arch=sm_90a", "-v", os.path.join(tmp, "k.ptx"),
+                                "-o", os.path.join(tmp, "again.cubin")], capture_output=True, text=True).stderr
+
     def field(name):
         found = re.search(rf"\b{name}:(\d+)", usage)
         return int(found.group(1)) if found else None
@@ -477,7 +527,9 @@ def resources(cfg: GluonConfig) -> dict[str, Any]:
     return {"config": cfg.__dict__, "registers": field("REG"), "stack_bytes": field("STACK"),
             "local_bytes": field("LOCAL"), "shared_bytes": k.metadata.shared,
             "wgmma_ptx": ptx.count("wgmma.mma_async"), "qgmma_sass": sass.count("QGMMA"),
-            "setmaxnreg": re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}
+            "setmaxnreg": re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx),
+            "wgmma_serialized": "serialized" in notes,
+            "ptxas_notes": [ln.strip() for ln in notes.splitlines() if "Performance" in ln or "warning" in ln]}
 
 
 def _main(argv=None) -> int:
