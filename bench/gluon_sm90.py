@@ -35,6 +35,7 @@ CONFIGS = {
     "ws 128 s6": dict(variant="ws", block_n=128, stages=6),
     "ws 128 s5 g16": dict(variant="ws", block_n=128, stages=5, group_m=16),
     "ws 256 s3": dict(variant="ws", block_n=256, stages=3),
+    "ws_lag 128 s4": dict(variant="ws_lag", block_n=128, stages=4),
     "pipe 128 s4": dict(variant="pipelined", block_n=128, stages=4),
     "pipe 128 s5": dict(variant="pipelined", block_n=128, stages=5),
 }

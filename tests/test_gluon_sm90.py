@@ -165,6 +165,7 @@ def test_cross_compiles_for_sm90(variant):
     assert res["qgmma_sass"] >= 4 and res["wgmma_ptx"] >= 4, res
     assert res["stack_bytes"] == 0 and res["local_bytes"] == 0, f"spills: {res}"
     assert 0 < res["shared_bytes"] <= 232448, res
+    assert not res["wgmma_serialized"], res["ptxas_notes"]  # ptxas C7514: the MMAs would not overlap
     if variant == "ws":
         assert "40" in res["setmaxnreg"] and "232" in res["setmaxnreg"], res  # producer down, consumers up
         assert res["wgmma_ptx"] == 8  # one 64xNx128 block per consumer warpgroup
