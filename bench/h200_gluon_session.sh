@@ -14,7 +14,8 @@ stamp env
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
 stamp "cubin resources (ptxas of this triton)"
-timeout 60 python3 -m rocm_fp8.kernels.gluon_sm90 --resources 2>&1 | tail -n 12
+timeout 60 python3 -m rocm_fp8.kernels.gluon_sm90 --resources --variant ws --variant ws_lag --variant pipelined \
+    --stages 4 2>&1 | tail -n 12
 stamp "smoke: each config compiled, run and checked in a child with a time limit"
 timeout 300 python3 bench/gluon_sm90.py --out "$OUT" --smoke-only 2>&1 | tail -n 30
 stamp "gpu tests (gluon)"
