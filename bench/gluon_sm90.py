@@ -1,16 +1,19 @@
 """GPU check and benchmark of the Gluon sm90 kernels (kernels/gluon_sm90.py), one self-contained run.
 
-1. correctness: every variant/config against float64 of the dequantized operands (fresh random
-   data, output poisoned with NaN before the launch): relative error, cosine, NaN check, and the
-   tuner's accuracy gate (within 1.25x of the exact result rounded to bf16), over the benchmark
-   shapes at M = 1000 (ragged) and 4096, plus a K = 16384 cell at M = 16384;
+0. smoke: each config compiled, run and checked in a child process with a time limit (a config
+   that deadlocks is dropped, the run goes on); ``--smoke-only`` writes OUT/gluon-smoke.json;
+1. correctness: every config against float64 of the dequantized operands (fresh random data,
+   output poisoned with NaN before the launch): relative error, cosine, NaN check, and the tuner's
+   accuracy gate (within 1.25x of the exact result rounded to bf16), over the benchmark shapes at
+   M = 1000 (ragged), (7168,16384) at M = 333/4096/16384, M-contiguous activation scales, fp16/fp32 out;
 2. timing (rocm_fp8.tune.timing.time_calls: CUDA-graph replays over input sets spanning 3x L2)
    of every config that passed, beside cuBLASLt (torch._scaled_mm blockwise, as the tuner times it)
    and our Triton kernel with this device's table, at M = 1024, 4096, 16384; TFLOPS and ratios.
 
 Writes gluon-sm90-<device>.json and .md under --out. Stops timing new cells after --budget seconds.
 
-    PYTHONPATH=src python3 bench/gluon_sm90.py --out OUT [--quick]
+    PYTHONPATH=src python3 bench/gluon_sm90.py --out OUT [--quick] [--budget S]
+    (bench/h200_gluon_session.sh runs it on the H200 with the GPU tests)
 """
 
 from __future__ import annotations
