@@ -142,3 +142,10 @@ def test_bad_input_names_the_argument():
                                 torch.ones(2, 3, device="cuda"))
     with pytest.raises(ValueError, match="config.stages"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(block_n=256, stages=8))
+
+
+@pytest.mark.parametrize("m,n,k", [(1000, 2112, 7168), (4096, 7168, 16384), (77, 1000, 384)])
+def test_ws_lag_experiment(m, n, k):
+    """The one-wgmma-in-flight consumer (an experiment the bench times; odd K/128 included)."""
+    ops = operands(m, n, k, seed=m + n + k + 1)
+    gate(run(ops, g.GluonConfig(variant="ws_lag", stages=4)), reference_linear(*ops))
