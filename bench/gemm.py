@@ -278,7 +278,8 @@ def markdown(result) -> str:
                  f"{' P' if cfg.get('persistent') else ''}"
                  f"{'x' + str(cfg['programs_per_sm']) if cfg.get('persistent') and cfg.get('programs_per_sm', 1) > 1 else ''}"
                  f"{' TMA' if cfg.get('tma') else ''}"
-                 f"{' F' if cfg.get('frame') else ''}")
+                 f"{' F' if cfg.get('frame') else ''}"
+                 f"{' ' + cfg['kernel'] if cfg.get('kernel') else ''}")
         au, be = (c.get("auto") or {}), (c.get("best") or {})
         auto_s = f"{cellv('auto')} ({au.get('backend', '-')})"
         best_s = f"{fmt(be.get('tflops'))} ({be.get('backend', '-')})"

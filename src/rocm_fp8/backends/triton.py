@@ -119,10 +119,12 @@ class TritonBackend(Backend):
     def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
         """``run(x_q, x_scale) -> y`` for any M in the bucket: config, grid, constexprs and the weight's
         arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm)."""
-        from rocm_fp8.kernels.triton_blockscale import BoundGemm
+        from rocm_fp8.kernels.triton_blockscale import bind
 
         cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-        return BoundGemm(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+        # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
+        # it can run, else to the Triton kernel with the same tile
+        return bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
 
     # -- hot path -----------------------------------------------------------------------------------
     def quantize_input(self, x, fp8_dtype, group_size: int = 128):

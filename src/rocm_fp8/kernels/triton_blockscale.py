@@ -78,6 +78,11 @@ class KernelConfig:
     programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
     frame: bool = False
+    #: None: this module's Triton kernel. "gluon_ws" / "gluon_pipelined": the Gluon sm90 kernel
+    #: (kernels/gluon_sm90.py; block_m 128, block_n, num_stages and group_m are its tile, ring depth
+    #: and L2 grouping), used where it can run (gluon_support.unavailable_reason) and the operands
+    #: suit TMA (K % 128 == 0, 16-byte alignment); elsewhere the Triton kernel runs this tile.
+    kernel: Optional[str] = None
     waves_per_eu: Optional[int] = None
     matrix_instr_nonkdim: Optional[int] = None
     kpack: Optional[int] = None
@@ -112,7 +117,55 @@ class KernelConfig:
             raise ValueError(f"config.num_warps: expected a power of two, got {self.num_warps}")
         if self.num_stages < 1:
             raise ValueError(f"config.num_stages: expected >= 1, got {self.num_stages}")
+        if self.kernel is not None:
+            if self.kernel not in GLUON_KERNELS:
+                raise ValueError(f"config.kernel: expected None or one of {sorted(GLUON_KERNELS)}, "
+                                 f"got {self.kernel!r}")
+            if self.block_m != 128 or self.block_n not in (64, 128, 256) or self.split_k != 1:
+                raise ValueError(f"config: the {self.kernel} kernel takes block_m 128, block_n 64/128/256 and "
+                                 f"split_k 1, got block_m {self.block_m}, block_n {self.block_n}, "
+                                 f"split_k {self.split_k}")
+            if not 2 <= self.num_stages <= 8:
+                raise ValueError(f"config.num_stages: the {self.kernel} kernel takes 2..8, got {self.num_stages}")
         return self
+
+    def gluon_config(self):
+        """The :class:`rocm_fp8.kernels.gluon_sm90.GluonConfig` of a ``kernel="gluon_*"`` config."""
+        g = gluon_module()
+        return g.GluonConfig(variant=GLUON_KERNELS[self.kernel], block_n=self.block_n, stages=self.num_stages,
+                             group_m=self.group_m).validate()
+
+    def triton_fallback(self) -> "KernelConfig":
+        """The same tile for this module's Triton kernel (where the Gluon one cannot run: another
+        GPU or Triton, or operands TMA cannot load, hence no TMA here either)."""
+        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False)
+
+
+#: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
+GLUON_KERNELS = {"gluon_ws": "ws", "gluon_pipelined": "pipelined"}
+
+
+def gluon_module():
+    """The :mod:`rocm_fp8.kernels.gluon_sm90` module, imported only where it can run; RuntimeError
+    with the reason (:func:`rocm_fp8.kernels.gluon_support.unavailable_reason`) elsewhere."""
+    from rocm_fp8.kernels.gluon_support import unavailable_reason
+
+    why = unavailable_reason()
+    if why:
+        raise RuntimeError(why)
+    from rocm_fp8.kernels import gluon_sm90
+
+    return gluon_sm90
+
+
+def gluon_usable(cfg: "KernelConfig", x_q: torch.Tensor, w_q: torch.Tensor) -> bool:
+    """Whether ``cfg`` asks for the Gluon kernel and it can run these operands here."""
+    if cfg.kernel is None:
+        return False
+    from rocm_fp8.kernels.gluon_support import tma_ready, unavailable_reason
+
+    return (x_q.dtype == torch.float8_e4m3fn and unavailable_reason(x_q.device) is None and tma_ready(x_q)
+            and tma_ready(w_q))
 
 
 #: used for shapes no table knows: a middle-of-the-road tile, split-K for small M (see default_config)
@@ -263,6 +316,11 @@ def blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
     elif check and (tuple(out.shape) != (m, n) or out.dtype != out_dtype or out.device != x_q.device):
         _fail("out", f"a ({m}, {n}) {out_dtype} tensor on {x_q.device}",
               f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    if cfg.kernel is not None:  # a Gluon config: that kernel where it runs, else the same tile here
+        if gluon_usable(cfg, x_q, w_q):
+            gluon_module().launch(x_q, x_scale, w_q, w_scale, out, cfg.gluon_config())
+            return out
+        cfg = cfg.triton_fallback()
     launch(x_q, x_scale, w_q, w_scale, out, cfg)
     return out
 
@@ -449,9 +507,22 @@ class BoundGemm:
         return out
 
 
+def bind(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: KernelConfig):
+    """The bound launch for ``config``: the routing hook between the kernels. A Gluon config
+    (``config.kernel``) gets :class:`rocm_fp8.kernels.gluon_sm90.BoundGluonGemm` where that kernel
+    can run this weight, else a :class:`BoundGemm` of the same tile; any other config a BoundGemm."""
+    if config.kernel is not None:
+        from rocm_fp8.kernels.gluon_support import tma_ready, unavailable_reason
+
+        if (w_q.dtype == torch.float8_e4m3fn and unavailable_reason(w_q.device) is None and tma_ready(w_q)):
+            return gluon_module().BoundGluonGemm(w_q, w_scale, out_dtype, config)
+        config = config.triton_fallback()
+    return BoundGemm(w_q, w_scale, out_dtype, config)
+
+
 def bind_gemm(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16,
               config: Optional[KernelConfig] = None, m_hint: int = 1) -> BoundGemm:
     """A :class:`BoundGemm` for one weight; ``config`` None picks :func:`default_config` for ``m_hint``."""
     n, k = w_q.shape
     cfg = config if config is not None else default_config(m_hint, n, k)
-    return BoundGemm(w_q, w_scale, out_dtype, cfg)
+    return bind(w_q, w_scale, out_dtype, cfg)

@@ -15,9 +15,10 @@ the evidence (ledger, probe reports) is timed the same way, as the dispatcher ru
 against the float32 reference. All the figures go into this toolchain's probe report in the cache
 (``$ROCM_FP8_CACHE/probe/<fingerprint>.json``), where ``auto`` reads them, and to ``--speed-output``.
 
-Time: 7 M values by default (1 to 16384) and at most 37 candidates per M (11 at M <= 16), compiled
-in parallel worker processes first (``--jobs``), which fill Triton's on-disk cache; the timing
-process then only loads them. About 10 s per shape on an H200 (the four MiniMax-M2.5 TP4 shapes took
+Time: 7 M values by default (1 to 16384) and at most 37 candidates per M (11 at M <= 16; 43 at
+M >= 1024 where Triton 3.6 adds the Gluon sm90 kernel's, kernels/gluon_sm90.py), compiled in parallel
+worker processes first (``--jobs``), which fill Triton's on-disk cache; the timing process then only
+loads them. About 10 s per shape on an H200 (the four MiniMax-M2.5 TP4 shapes took
 37 s). When the projected time passes ``--time-budget`` (300 s) the remaining shapes use the quick
 candidate set, so a model's shapes stay within about 5 minutes. Progress and ETA go to stderr.
 

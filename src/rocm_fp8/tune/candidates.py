@@ -76,6 +76,13 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
                          programs_per_sm=2),
                     dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=5, persistent=True, tma=True),
                     dict(block_m=64, block_n=256, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True)]
+        if hopper and m >= 1024 and arch in (None, "sm90") and _gluon_compiles():
+            # the Gluon sm90 kernel (kernels/gluon_sm90.py): warp-specialized TMA producer + two
+            # consumer warpgroups, and its single-partition pipelined sibling
+            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=4, num_stages=st, persistent=True,
+                         kernel="gluon_ws") for st, g in ((4, 8), (5, 8), (6, 8), (5, 16))]
+            out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=st, persistent=True,
+                         kernel="gluon_pipelined") for st in (4, 5)]
     # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
 
@@ -83,6 +90,13 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
     if lim is None:
         return out
     return [c for c in out if estimate_lds_bytes(c, lim.arch) <= lim.lds_bytes]
+
+
+def _gluon_compiles() -> bool:
+    """Whether this Triton can build the Gluon sm90 kernel (the version its Gluon API was written for)."""
+    from rocm_fp8.kernels.gluon_support import compiler_reason
+
+    return compiler_reason() is None
 
 
 def launchable(cands: list[dict[str, Any]], arch: Optional[str], n: int, k: int) -> list[dict[str, Any]]:

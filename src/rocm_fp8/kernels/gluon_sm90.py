@@ -1,0 +1,551 @@
+"""A Hopper (sm90) FP8 block-scale GEMM written in Gluon (Triton's explicit-layout dialect).
+
+Same contract as :mod:`rocm_fp8.kernels.triton_blockscale`: ``y[M, N] = dequant(x_q, x_scale) @
+dequant(w_q, w_scale)^T`` with 1 x 128 activation groups (``x_scale [M, K/128]``, any strides) and
+128 x 128 weight blocks (``w_scale [ceil(N/128), K/128]``, any strides), fp32 promotion per 128-wide
+K block, bf16/fp16/fp32 out. Restricted to what TMA needs: K a multiple of 128, x_q/w_q
+K-contiguous with 16-byte aligned rows and base pointers.
+
+Two kernels, chosen by ``GluonConfig.variant``:
+
+- ``"pipelined"`` (one partition, 8 warps = two warpgroups over a 128-row tile): a TMA ring of
+  ``stages`` (A, B) slots filled ahead by the same warps; per K block an async wgmma, a wait, then
+  the promotion ``acc += block * (a_scale[row] * b_scale)`` in fp32 registers.
+- ``"ws"`` (warp-specialized, the scheme DeepGEMM published): a 1-warp producer partition issues
+  the TMA loads into the ring (``full``/``empty`` mbarriers per slot); two 4-warp consumer
+  partitions each own 64 rows of the 128 x BN tile, issue their wgmma, wait for it, release the
+  slot and promote. The two consumers synchronise only through the ring, so one promotes while
+  the other's wgmma runs on the tensor cores.
+
+Both are persistent (grid = SMs, grouped tile order for L2 reuse) and store the output with
+plain masked stores from the wgmma register layout.
+
+This module imports Triton's Gluon at import time: import it only through
+:func:`unavailable_reason` / :func:`load`, which check the Triton version (written for 3.6.x,
+whose Gluon API it uses) and the device first. ``import rocm_fp8`` never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+GROUP_K = 128
+GROUP_N = 128
+BLOCK_M = 128
+_SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
+VARIANTS = ("pipelined", "ws", "ws_lag")
+SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
+
+
+@dataclass(frozen=True)
+class GluonConfig:
+    variant: str = "ws"
+    block_n: int = 128
+    stages: int = 4
+    group_m: int = 8
+    producer_regs: int = 40
+    consumer_regs: int = 232
+
+    def validate(self) -> "GluonConfig":
+        if self.variant not in VARIANTS:
+            raise ValueError(f"config.variant: expected one of {VARIANTS}, got {self.variant!r}")
+        if self.block_n not in (64, 128, 256):
+            raise ValueError(f"config.block_n: expected 64, 128 or 256, got {self.block_n}")
+        if not 2 <= self.stages <= 8:
+            raise ValueError(f"config.stages: expected 2..8, got {self.stages}")
+        if self.group_m < 1:
+            raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
+        need = self.shared_bytes()
+        if need > SM90_SHARED_BYTES:
+            raise ValueError(f"config.stages: {self.stages} stages of a {BLOCK_M}x{self.block_n} tile need "
+                             f"{need // 1024} KiB of shared memory, sm90 has {SM90_SHARED_BYTES // 1024} KiB per block")
+        return self
+
+    def shared_bytes(self) -> int:
+        """The ring's FP8 A and B tiles plus barriers (what the compiled kernel reports, within 1 KiB)."""
+        return self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
+
+
+# ------------------------------------------------------------------------------------------------
+# Device code
+# ------------------------------------------------------------------------------------------------
+
+
+@gluon.jit
+def _tile_coords(t, num_pid_m, num_pid_n, group_m):
+    # grouped order: GROUP_M row tiles walk the same column tiles while those are in L2
+    group_size = group_m * num_pid_n
+    first_m = (t // group_size) * group_m
+    rows = gl.minimum(num_pid_m - first_m, group_m)
+    pid_m = first_m + (t % group_size) % rows
+    pid_n = (t % group_size) // rows
+    return pid_m, pid_n
+
+
+@gluon.jit
+def _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
+            ROWS: gl.constexpr, BN: gl.constexpr, layout: gl.constexpr):
+    """The K block's scale factor of each accumulator element, as [ROWS, 1] (one weight block across
+    the tile: BN <= 128) or [ROWS, BN]. Issued before the block's wgmma so the loads' latency hides
+    behind the barrier wait and the MMA."""
+    rows = off_m + gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    a_s = gl.load(as_ptr + rows * stride_asm + kb * stride_ask, mask=rows < M, other=0.0)
+    if BN <= _SCALE_N:
+        b_s = gl.load(bs_ptr + (off_n // _SCALE_N) * stride_bsn + kb * stride_bsk)
+        scale = gl.expand_dims(a_s * b_s, 1)
+    else:
+        cols = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
+        b_s = gl.load(bs_ptr + (cols // _SCALE_N) * stride_bsn + kb * stride_bsk, mask=cols < N, other=0.0)
+        scale = gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0)
+    return scale
+
+
+@gluon.jit
+def _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn,
+           ROWS: gl.constexpr, BN: gl.constexpr, layout: gl.constexpr):
+    rows = off_m + gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    cols = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
+    ptrs = c_ptr + gl.expand_dims(rows, 1) * stride_cm + gl.expand_dims(cols, 0) * stride_cn
+    mask = gl.expand_dims(rows < M, 1) & gl.expand_dims(cols < N, 0)
+    gl.store(ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+# ---- pipelined: one partition, TMA ring refilled by the same warps ----------------------------
+
+
+@gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
+def gemm_pipelined_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                          stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                          BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+                          num_warps: gl.constexpr):
+    BM: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                     instr_shape=[16, BN, 32])
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BM, BK], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)
+    fence_async_shared()
+    tile_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+
+    num_pid_m = gl.cdiv(M, BM)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    zero = gl.zeros([BM, BN], gl.float32, layout)
+    it = 0  # K blocks consumed so far by this program (slot = it % STAGES)
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BM
+        off_n = pid_n * BN
+        # prologue: the first STAGES-1 K blocks of this tile
+        for j in gl.static_range(STAGES - 1):
+            sp = (it + j) % STAGES
+            okp = j < k_blocks
+            mbarrier.expect(full.index(sp), tile_bytes, pred=okp)
+            tma.async_copy_global_to_shared(a_desc, [off_m, j * BK], full.index(sp), a_bufs.index(sp), pred=okp)
+            tma.async_copy_global_to_shared(b_desc, [off_n, j * BK], full.index(sp), b_bufs.index(sp), pred=okp)
+        acc = gl.zeros([BM, BN], gl.float32, layout)
+        for kb in range(k_blocks):
+            s = it % STAGES
+            scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                            BM, BN, layout)
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+            blk = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero,
+                                use_acc=False, is_async=True)
+            blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_bufs.index(s), b_bufs.index(s)))
+            # every warpgroup is done with the slot consumed one iteration ago: refill it
+            gl.thread_barrier()
+            nxt = kb + STAGES - 1
+            ok = nxt < k_blocks
+            sn = (it + STAGES - 1) % STAGES
+            mbarrier.expect(full.index(sn), tile_bytes, pred=ok)
+            tma.async_copy_global_to_shared(a_desc, [off_m, nxt * BK], full.index(sn), a_bufs.index(sn), pred=ok)
+            tma.async_copy_global_to_shared(b_desc, [off_n, nxt * BK], full.index(sn), b_bufs.index(sn), pred=ok)
+            acc += blk * scale  # the promotion: fp32, exact per K block
+            it += 1
+        _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, BM, BN, layout)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(full.index(i))
+
+
+# ---- warp-specialized: producer warp + two consumer warpgroups --------------------------------
+
+
+@gluon.jit
+def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, group_m):
+    # (constexprs do not survive warp_specialize's argument tuples in Triton 3.6: the tile sizes
+    # come from the buffers' shapes, the L2 grouping is a runtime integer)
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
+    HALF: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    tile_bytes: gl.constexpr = 2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    num_pid_m = gl.cdiv(M, 2 * HALF)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    it = 0
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
+        off_m = pid_m * 2 * HALF
+        off_n = pid_n * BN
+        for kb in range(k_blocks):
+            s = it % STAGES
+            # a fresh barrier passes a wait on parity 1, so the first lap does not block
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            mbarrier.expect(full.index(s), tile_bytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BK], full.index(s), a_bufs.index(2 * s))
+            tma.async_copy_global_to_shared(a_desc, [off_m + HALF, kb * BK], full.index(s), a_bufs.index(2 * s + 1))
+            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BK], full.index(s), b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
+                 PART: gl.constexpr, LAG: gl.constexpr):
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
+    HALF: gl.constexpr = a_bufs.type.shape[1]
+    BK: gl.constexpr = a_bufs.type.shape[2]
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, BN, 32])
+    num_pid_m = gl.cdiv(M, 2 * HALF)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    zero = gl.zeros([HALF, BN], gl.float32, layout)
+    it = 0
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
+        off_m = pid_m * 2 * HALF + PART * HALF
+        off_n = pid_n * BN
+        acc = gl.zeros([HALF, BN], gl.float32, layout)
+        if LAG:
+            # one wgmma in flight: block kb is issued before block kb-1 is waited for and promoted,
+            # so this warpgroup's own promotion overlaps its next MMA (three 64xBN fp32 tiles live)
+            prev = warpgroup_mma_init(zero)
+            prev_scale = _scales(as_ptr, bs_ptr, off_m, off_n, 0, M, N, stride_asm, stride_ask, stride_bsn,
+                                 stride_bsk, HALF, BN, layout) * 0.0
+            prev_slot = 0
+            for kb in range(k_blocks):
+                s = it % STAGES
+                scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn,
+                                stride_bsk, HALF, BN, layout)
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                a_s = a_bufs.index(2 * s + PART)
+                b_s = b_bufs.index(s)
+                cur = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                done = warpgroup_mma_wait(num_outstanding=1, deps=(prev, ))
+                mbarrier.arrive(empty.index(prev_slot), pred=kb > 0)
+                acc += done * prev_scale  # (kb == 0: the placeholder, times a zero scale)
+                prev = cur
+                prev_scale = scale
+                prev_slot = s
+                it += 1
+            done = warpgroup_mma_wait(num_outstanding=0, deps=(prev, ))
+            mbarrier.arrive(empty.index(prev_slot), pred=k_blocks > 0)
+            acc += done * prev_scale
+        else:
+            for kb in range(k_blocks):
+                s = it % STAGES
+                scale = _scales(as_ptr, bs_ptr, off_m, off_n, kb, M, N, stride_asm, stride_ask, stride_bsn,
+                                stride_bsk, HALF, BN, layout)
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                a_s = a_bufs.index(2 * s + PART)
+                b_s = b_bufs.index(s)
+                blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
+                mbarrier.arrive(empty.index(s))  # this consumer is done with the slot
+                acc += blk * scale
+                it += 1
+        _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, HALF, BN, layout)
+
+
+@gluon.jit
+def _ws_consumer0(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, False)
+
+
+@gluon.jit
+def _ws_lag_consumer0(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                      stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, True)
+
+
+@gluon.jit
+def _ws_consumer1(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, False)
+
+
+@gluon.jit
+def _ws_lag_consumer1(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                      stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws_consumer(a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                 stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, True)
+
+
+@gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
+def gemm_ws_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                   BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+                   PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LAG: gl.constexpr):
+    HALF: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    # slot s holds A rows [0, 64) in a_bufs[2s], rows [64, 128) in a_bufs[2s+1], B in b_bufs[s]
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [2 * STAGES, HALF, BK], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)   # the producer's expect-tx arrival
+        mbarrier.init(empty.index(i), count=2)  # one arrival per consumer warpgroup
+    fence_async_shared()
+    consumer_args = (a_bufs, b_bufs, full, empty, c_ptr, as_ptr, bs_ptr, M, N, K,
+                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
+    producer_args = (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, GROUP_M)
+    if LAG:
+        gl.warp_specialize([(_ws_lag_consumer0, consumer_args), (_ws_lag_consumer1, consumer_args),
+                            (_ws_producer, producer_args)], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize([(_ws_consumer0, consumer_args), (_ws_consumer1, consumer_args),
+                            (_ws_producer, producer_args)], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ------------------------------------------------------------------------------------------------
+# Host side
+# ------------------------------------------------------------------------------------------------
+
+
+def _fail(arg: str, expected: str, got: Any) -> None:
+    raise ValueError(f"{arg}: expected {expected}, got {got}")
+
+
+def check_tma_operands(x_q: torch.Tensor, w_q: torch.Tensor) -> None:
+    """What TMA needs beyond :func:`triton_blockscale.check_inputs`: K % 128 == 0, K-contiguous
+    operands with 16-byte aligned base pointers and row strides."""
+    k = x_q.shape[1]
+    if k % GROUP_K:
+        _fail("x_q", f"K a multiple of {GROUP_K} (TMA loads whole 128-wide K blocks)", f"K = {k}")
+    for name, t in (("x_q", x_q), ("w_q", w_q)):
+        if t.stride(1) != 1:
+            _fail(name, "a K-contiguous tensor (stride(1) == 1)", f"strides {t.stride()}")
+        if t.data_ptr() % 16:
+            _fail(name, "a 16-byte aligned base pointer (TMA)", f"address {t.data_ptr():#x}")
+        if (t.stride(0) * t.element_size()) % 16:
+            _fail(name, "a row stride that is a multiple of 16 bytes (TMA)", f"stride {t.stride(0)}")
+
+
+def _gl_fp8(dtype: torch.dtype):
+    if dtype == torch.float8_e4m3fn:
+        return gl.float8e4nv
+    _fail("x_q", "torch.float8_e4m3fn (the FP8 format of sm90 wgmma)", dtype)
+
+
+def descriptors(x_q: torch.Tensor, w_q: Optional[torch.Tensor], cfg: GluonConfig):
+    """(A descriptor, B descriptor or None without ``w_q``) for ``cfg``: A blocks are the 64-row
+    halves in the ws kernel, whole 128-row tiles in the pipelined one."""
+    elt = _gl_fp8(x_q.dtype)
+    a_rows = BLOCK_M if cfg.variant == "pipelined" else BLOCK_M // 2
+    a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
+    b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
+    a = TensorDescriptor(x_q, list(x_q.shape), list(x_q.stride()), [a_rows, GROUP_K], a_layout)
+    if w_q is None:
+        return a, None
+    b = TensorDescriptor(w_q, list(w_q.shape), list(w_q.stride()), [cfg.block_n, GROUP_K], b_layout)
+    return a, b
+
+
+_SMS: dict[int, int] = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
+
+
+def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
+    """Launch with no checks beyond the descriptors' own; returns Triton's compiled kernel."""
+    m, k = x_q.shape
+    n = w_q.shape[0]
+    # (the weight's descriptor can be made once per layer: BoundGluonGemm passes it)
+    a_desc, b_fresh = descriptors(x_q, w_q if b_desc is None else None, cfg)
+    if b_desc is None:
+        b_desc = b_fresh
+    tiles = triton.cdiv(m, BLOCK_M) * triton.cdiv(n, cfg.block_n)
+    grid = (min(tiles, _num_sms(x_q.device)),)
+    args = (a_desc, b_desc, out, x_scale, w_scale, m, n, k, out.stride(0), out.stride(1),
+            x_scale.stride(0), x_scale.stride(1), w_scale.stride(0), w_scale.stride(1))
+    if cfg.variant in ("ws", "ws_lag"):
+        return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
+                                    PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
+                                    LAG=cfg.variant == "ws_lag", num_warps=4)
+    return gemm_pipelined_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
+                                       num_warps=8)
+
+
+class BoundGluonGemm:
+    """``run(x_q, x_scale) -> y`` for one weight, out dtype and (Gluon) ``KernelConfig``: the
+    weight's TMA descriptor is made once. Activations TMA cannot load (misaligned, strided rows,
+    K not a multiple of 128) go to a Triton :class:`BoundGemm` of the same tile, made on first need."""
+
+    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config) -> None:
+        self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, config
+        self.gcfg = config.gluon_config()
+        self.n, self.k = w_q.shape
+        self._b_desc = descriptors(w_q[:1], w_q, self.gcfg)[1]
+        self._fallback = None
+        self.warmed = True  # launches go straight to the compiled kernel's JIT entry
+
+    def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        m = x_q.shape[0]
+        out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.w_q.device)
+        if m == 0:
+            return out
+        if x_q.stride(1) == 1 and not x_q.data_ptr() % 16 and not (x_q.stride(0) * x_q.element_size()) % 16:
+            launch(x_q, x_scale, self.w_q, self.w_scale, out, self.gcfg, b_desc=self._b_desc)
+            return out
+        if self._fallback is None:
+            from rocm_fp8.kernels.triton_blockscale import BoundGemm
+
+            self._fallback = BoundGemm(self.w_q, self.w_scale, self.out_dtype, self.config.triton_fallback())
+        return self._fallback(x_q, x_scale)
+
+
+def gluon_blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
+                          out_dtype: torch.dtype = torch.bfloat16, config: Optional[GluonConfig] = None,
+                          out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[M, K] fp8 x [N, K] fp8 -> [M, N]`` on sm90 with the Gluon kernel of ``config.variant``.
+
+    Checks the operands like the Triton launcher, then what TMA needs (K % 128 == 0, 16-byte
+    alignment); every error names the argument.
+    """
+    from rocm_fp8.kernels.triton_blockscale import check_inputs
+
+    m, n, k = check_inputs(x_q, x_scale, w_q, w_scale, out_dtype)
+    check_tma_operands(x_q, w_q)
+    if x_q.device.type != "cuda":
+        _fail("x_q", "a CUDA tensor (the Gluon kernel runs on sm90 GPUs only)", x_q.device)
+    cfg = (config or GluonConfig()).validate()
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=x_q.device)
+    launch(x_q, x_scale, w_q, w_scale, out, cfg)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Cross-compilation (no GPU needed): what the CPU-side gate and the compile test use
+# ------------------------------------------------------------------------------------------------
+
+
+def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
+    """Compile the kernel of ``cfg`` for sm_90a with Triton's bundled ptxas; returns the
+    ``CompiledKernel`` (``.asm['ptx']``, ``.asm['cubin']``, ``.metadata``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    cfg = cfg.validate()
+    elt = gl.float8e4nv
+    a_rows = BLOCK_M if cfg.variant == "pipelined" else BLOCK_M // 2
+    a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
+    b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
+    a_ty = f"tensordesc<fp8e4nv[{a_rows}, {GROUP_K}],{a_layout!r}>"
+    b_ty = f"tensordesc<fp8e4nv[{cfg.block_n}, {GROUP_K}],{b_layout!r}>"
+    sig = {"a_desc": a_ty, "b_desc": b_ty, "c_ptr": f"*{out_dtype}", "as_ptr": "*fp32", "bs_ptr": "*fp32",
+           "M": "i32", "N": "i32", "K": "i32", "stride_cm": "i32", "stride_cn": "i32",
+           "stride_asm": "i32", "stride_ask": "i32", "stride_bsn": "i32", "stride_bsk": "i32"}
+    consts = {"BN": cfg.block_n, "STAGES": cfg.stages, "GROUP_M": cfg.group_m}
+    if cfg.variant in ("ws", "ws_lag"):
+        fn, num_warps = gemm_ws_kernel, 4
+        consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
+                      LAG=cfg.variant == "ws_lag")
+    else:
+        fn, num_warps = gemm_pipelined_kernel, 8
+        consts["num_warps"] = num_warps
+    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "num_warps"):
+        if name in consts:
+            sig[name] = "constexpr"
+    src = GluonASTSource(fn, sig, dict(consts))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
+def resources(cfg: GluonConfig) -> dict[str, Any]:
+    """Compile ``cfg`` for sm_90a here (no GPU needed) and read what the cubin uses: registers per
+    thread at launch, stack/local bytes (spills), shared memory, and the wgmma/setmaxnreg/QGMMA counts
+    of the PTX and SASS (through the cuobjdump/nvdisasm Triton ships)."""
+
+    k = compile_for_sm90(cfg)
+    ptx = k.asm["ptx"]
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as fh:
+            fh.write(k.asm["cubin"])
+        usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "-res-usage", path], capture_output=True,
+                               text=True, check=True).stdout
+        sass = subprocess.run([os.path.join(bindir, "nvdisasm"), path], capture_output=True, text=True,
+                              check=True).stdout
+
+        # ptxas's own notes: C7514/C7515 say the wgmmas were serialized (no overlap with other work)
+        with open(os.path.join(tmp, "k.ptx"), "w") as fh:
+            fh.write(ptx)
+        notes = subprocess.run([os.path.join(bindir, "ptxas"), "-arch=sm_90a", "-v", os.path.join(tmp, "k.ptx"),
+                                "-o", os.path.join(tmp, "again.cubin")], capture_output=True, text=True).stderr
+
+    def field(name):
+        found = re.search(rf"\b{name}:(\d+)", usage)
+        return int(found.group(1)) if found else None
+
+    return {"config": cfg.__dict__, "registers": field("REG"), "stack_bytes": field("STACK"),
+            "local_bytes": field("LOCAL"), "shared_bytes": k.metadata.shared,
+            "wgmma_ptx": ptx.count("wgmma.mma_async"), "qgmma_sass": sass.count("QGMMA"),
+            "setmaxnreg": re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx),
+            "wgmma_serialized": "serialized" in notes,
+            "ptxas_notes": [ln.strip() for ln in notes.splitlines() if "Performance" in ln or "warning" in ln]}
+
+
+def _main(argv=None) -> int:
+
+    p = argparse.ArgumentParser(description="cross-compile the Gluon sm90 kernels and print their resources")
+    p.add_argument("--resources", action="store_true")
+    p.add_argument("--variant", action="append", choices=VARIANTS)
+    p.add_argument("--block-n", type=int, action="append")
+    p.add_argument("--stages", type=int, action="append")
+    args = p.parse_args(argv)
+    for variant in args.variant or VARIANTS:
+        for bn in args.block_n or (128,):
+            for st in args.stages or (4, 5):
+                print(json.dumps(resources(GluonConfig(variant=variant, block_n=bn, stages=st))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

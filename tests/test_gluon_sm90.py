@@ -1,0 +1,190 @@
+"""The Gluon sm90 kernel variant of the triton backend, on a machine without its GPU.
+
+- availability: the reason it cannot run here (Triton version, no GPU), and that ``import rocm_fp8``
+  and a Triton other than 3.6 never import Gluon;
+- the config: ``KernelConfig(kernel="gluon_ws")`` round-trips through a table row and is validated;
+- routing: a Gluon config runs the same tile on the Triton kernel where Gluon cannot run (here,
+  under TRITON_INTERPRET=1, checked against float64), through ``blockscale_gemm`` and the backend's
+  ``bind``;
+- compile (slow): Triton 3.6 (``.venv-triton36`` or ``ROCM_FP8_TRITON36_PYTHON``) cross-compiles
+  both variants for sm_90a; the cubin has QGMMA, the ws one setmaxnreg, and nothing spills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rocm_fp8.kernels import gluon_support
+from rocm_fp8.kernels.triton_blockscale import GLUON_KERNELS, KernelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unavailable_here_names_the_reason():
+    why = gluon_support.unavailable_reason()
+    assert why is not None and why.startswith("gluon_ws: ")
+    v = gluon_support.triton_version()
+    if v is not None and not v.startswith(gluon_support.SUPPORTED_TRITON):
+        assert f"this is Triton {v}" in why and "3.6" in why
+    else:
+        assert "GPU" in why or "TRITON_INTERPRET" in why
+    from rocm_fp8.kernels.triton_blockscale import gluon_module
+
+    with pytest.raises(RuntimeError, match="gluon_ws: "):
+        gluon_module()
+
+
+def test_import_rocm_fp8_does_not_import_gluon():
+    code = ("import sys, rocm_fp8, rocm_fp8.backends.triton, rocm_fp8.kernels.gluon_support; "
+            "bad = [m for m in sys.modules if 'gluon' in m and not m.endswith('gluon_support')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_config_round_trip_and_validation():
+    cfg = KernelConfig(block_m=128, block_n=128, num_stages=5, group_m=8, kernel="gluon_ws").validate()
+    row = json.loads(json.dumps({"m": 4096, "config": cfg.to_dict()}))
+    assert row["config"]["kernel"] == "gluon_ws"
+    assert KernelConfig.from_dict(row["config"]) == cfg
+    assert "kernel" not in KernelConfig().to_dict()  # existing tables are unchanged
+    assert set(GLUON_KERNELS) == {"gluon_ws", "gluon_pipelined"}
+    with pytest.raises(ValueError, match=r"config\.kernel: expected None or one of .*got 'cutlass'"):
+        KernelConfig(block_m=128, kernel="cutlass").validate()
+    with pytest.raises(ValueError, match="block_m 128.*got block_m 64"):
+        KernelConfig(block_m=64, kernel="gluon_ws").validate()
+    with pytest.raises(ValueError, match="split_k 1"):
+        KernelConfig(block_m=128, split_k=2, kernel="gluon_ws").validate()
+    fb = cfg.triton_fallback()
+    assert fb.kernel is None and (fb.block_m, fb.block_n, fb.num_stages, fb.group_m) == (128, 128, 5, 8)
+
+
+def _operands(m, n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    x_q = ((torch.rand(m, k, generator=g) * 2 - 1) * 448).to(torch.float8_e4m3fn)
+    w_q = ((torch.rand(n, k, generator=g) * 2 - 1) * 448).to(torch.float8_e4m3fn)
+    x_s = torch.rand(m, k // 128, generator=g) * 1e-3 + 1e-4
+    w_s = torch.rand(-(-n // 128), k // 128, generator=g) * 1e-3 + 1e-4
+    return x_q, x_s, w_q, w_s
+
+
+def _ref64(x_q, x_s, w_q, w_s):
+    xs = x_s.double().repeat_interleave(128, 1)
+    ws = w_s.double().repeat_interleave(128, 0)[: w_q.shape[0]].repeat_interleave(128, 1)
+    return (x_q.double() * xs) @ (w_q.double() * ws).t()
+
+
+def _close(y, ref):
+    # the interpreter's FP8 dot is not the GPU's: the tolerance of tests/test_triton_kernel.py (bf16
+    # out), not the GPU accuracy gate (tests/gpu/test_gpu_gluon.py applies that)
+    assert torch.isfinite(y).all()
+    yd = y.double()
+    rel = ((yd - ref).norm() / ref.norm()).item()
+    cos = torch.nn.functional.cosine_similarity(yd.flatten(), ref.flatten(), dim=0).item()
+    assert rel < 1e-2 and cos > 0.9999, (rel, cos)
+
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="already running under the interpreter")
+def test_routing_under_interpreter():
+    """Run the routing tests in a child process that starts with TRITON_INTERPRET=1 (Triton reads
+    it at import)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "falls_back or bind_routes"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture
+def interpret():
+    if not INTERPRETED:
+        pytest.skip("runs in test_routing_under_interpreter's child (TRITON_INTERPRET=1 before triton is imported)")
+    pytest.importorskip("triton")
+
+
+def test_gluon_config_falls_back_to_the_triton_tile(interpret):
+    from rocm_fp8.kernels.triton_blockscale import blockscale_gemm, gluon_usable
+
+    ops = _operands(70, 144, 256, seed=3)
+    cfg = KernelConfig(block_m=128, block_n=128, num_stages=3, kernel="gluon_ws").validate()
+    assert not gluon_usable(cfg, ops[0], ops[2])
+    with torch.inference_mode():
+        y = blockscale_gemm(*ops, torch.bfloat16, config=cfg)
+    _close(y, _ref64(*ops))
+
+
+def test_backend_bind_routes_by_config(interpret):
+    from rocm_fp8.backends.base import PreparedWeight
+    from rocm_fp8.backends.triton import TritonBackend
+    from rocm_fp8.kernels.triton_blockscale import BoundGemm, bind
+
+    ops = _operands(40, 128, 256, seed=4)
+    cfg = KernelConfig(block_m=128, block_n=128, num_stages=4, kernel="gluon_ws")
+    bound = bind(ops[2], ops[3], torch.bfloat16, cfg)
+    assert isinstance(bound, BoundGemm) and bound.config == cfg.triton_fallback()
+    backend = TritonBackend()
+    backend._configs[(128, 256, 64)] = cfg  # as a table row for this (N, K, M bucket) would give it
+    pw = PreparedWeight("triton", ops[2], ops[3], 128, 256)
+    bound = backend.bind(pw, torch.bfloat16, 64)
+    assert isinstance(bound, BoundGemm) and bound.config.kernel is None
+    with torch.inference_mode():
+        y = bound(ops[0], ops[1])
+    _close(y, _ref64(*ops))
+
+
+def _triton36_python() -> str:
+    py = os.environ.get("ROCM_FP8_TRITON36_PYTHON") or str(ROOT / ".venv-triton36" / "bin" / "python")
+    if not Path(py).is_file():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"a Python with Triton 3.6 ({py}) is missing in CI: run `bash ci/setup-amd-cross.sh`")
+        pytest.skip(f"a Python with Triton 3.6 is missing ({py}; set ROCM_FP8_TRITON36_PYTHON)")
+    return py
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ws", "pipelined"])
+def test_cross_compiles_for_sm90(variant):
+    py = _triton36_python()
+    r = subprocess.run([py, "-m", "rocm_fp8.kernels.gluon_sm90", "--resources", "--variant", variant,
+                        "--block-n", "128", "--stages", "4"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["qgmma_sass"] >= 4 and res["wgmma_ptx"] >= 4, res
+    assert res["stack_bytes"] == 0 and res["local_bytes"] == 0, f"spills: {res}"
+    assert 0 < res["shared_bytes"] <= 232448, res
+    assert not res["wgmma_serialized"], res["ptxas_notes"]  # ptxas C7514: the MMAs would not overlap
+    if variant == "ws":
+        assert "40" in res["setmaxnreg"] and "232" in res["setmaxnreg"], res  # producer down, consumers up
+        assert res["wgmma_ptx"] == 8  # one 64xNx128 block per consumer warpgroup
+    else:
+        assert res["setmaxnreg"] == []
+
+
+def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
+    import importlib
+
+    cands = importlib.import_module("rocm_fp8.tune.candidates")  # (the package re-exports the function)
+
+    if gluon_support.compiler_reason() is not None:  # this Triton cannot build it: never a candidate
+        assert not [c for c in cands.candidates(4096) if "kernel" in c]
+    monkeypatch.setattr(cands, "_gluon_compiles", lambda: True)
+    large = [c for c in cands.candidates(4096, arch="sm90") if "kernel" in c]
+    assert {c["kernel"] for c in large} == {"gluon_ws", "gluon_pipelined"}
+    for c in large:
+        KernelConfig.from_dict(c).validate()
+    assert not [c for c in cands.candidates(512, arch="sm90") if "kernel" in c]
+    assert not [c for c in cands.candidates(4096, arch="gfx942") if "kernel" in c]
+    assert not [c for c in cands.candidates(4096, hopper=False) if "kernel" in c]
