@@ -75,7 +75,8 @@ def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr
     The split that reads ``SPLIT_K - 1`` arrived last: the release of every other split happened
     before its acquire, so their partials are visible in L2; it reads them with L2 loads (``.cg``:
     L1 is not coherent across SMs), adds them in the fixed order s = 0..SPLIT_K-1 (its own partial
-    from registers, bit-identical to what it stored), writes the output tile and sets the counter
+    re-read too: mixing the register copy in costs a layout conversion per split, with barriers, where
+    plain loads issue together), writes the output tile and sets the counter
     back to 0, so the counter buffer is all zeros again after every launch (and after every replay
     of a captured graph). No program ever waits on another, so any grid size and schedule is safe.
     """
@@ -84,12 +85,9 @@ def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr
     tl.debug_barrier()
     arrived = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel", scope="gpu")
     if arrived == SPLIT_K - 1:
-        total = tl.zeros_like(acc)
-        for s in tl.static_range(SPLIT_K):
-            if s == split:
-                total += acc
-            else:
-                total += tl.load(ws_ptr + s * M * N + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
+        total = tl.load(ws_ptr + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
+        for s in tl.static_range(1, SPLIT_K):
+            total += tl.load(ws_ptr + s * M * N + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
         tl.store(c_ptrs, total.to(c_ptr.dtype.element_ty), mask=mask)
         tl.atomic_xchg(cnt_ptr + t, 0, sem="relaxed", scope="gpu")
