@@ -14,7 +14,7 @@ stamp env
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv 2>/dev/null
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
 stamp "gpu tests: one-launch split-K, lean path, shipped rows"
-timeout ${TEST_TIMEOUT:-120} python3 -m pytest -q -p no:cacheprovider -rfE \
+timeout ${TEST_TIMEOUT:-180} python3 -m pytest -q -p no:cacheprovider -rfE \
     tests/gpu/test_gpu_splitk.py tests/gpu/test_gpu_fast_path.py tests/gpu/test_gpu_kernels.py \
     --junitxml="$OUT/gpu-tests-splitk.xml" > "$OUT/gpu-tests-splitk.txt" 2>&1
 rc=$?
