@@ -195,7 +195,7 @@ def fixed_order_emulation(kernel, ops, split, cfg):
 
 
 def counters_all_zero(kernel) -> bool:
-    return all(int(c.abs().sum()) == 0 for c in kernel._counters.values())
+    return all(int(cnt.count_nonzero()) == 0 for _, cnt in kernel._splitk.values())
 
 
 @pytest.mark.parametrize("m,n,k,split,cfg,out_dtype", SPLIT_CASES,
@@ -209,7 +209,7 @@ def test_split_k_one_launch_is_the_fixed_order_sum(kernel, m, n, k, split, cfg, 
     y32 = run_poisoned(kernel, ops, torch.float32, config)
     want = fixed_order_emulation(kernel, ops, split, config)
     assert torch.equal(y32, want), f"{(y32 != want).sum().item()} elements differ from the fixed-order sum"
-    assert kernel._counters and counters_all_zero(kernel), "a split-K launch left a tile counter set"
+    assert kernel._splitk and counters_all_zero(kernel), "a split-K launch left a tile counter set"
 
 
 def test_split_k_bound_layers_interleaved_on_one_stream(kernel):
@@ -232,6 +232,21 @@ def test_split_k_bound_layers_interleaved_on_one_stream(kernel):
             check_close(ya, reference_linear(xa, sa, wa, wsa), torch.bfloat16)
             check_close(yb, reference_linear(xb, sb, wb, wsb), torch.float16)
             assert counters_all_zero(kernel)
+
+
+def test_split_k_state_grows_per_stream_and_keeps_counters_zeroed(kernel):
+    """The per-(device, stream) state grows each buffer on its own; new counters start at zero."""
+    dev = torch.device("cpu")
+    ws, cnt = kernel._splitk_state(10, 5, 0, 12345, dev)
+    assert ws.dtype == torch.float32 and cnt.dtype == torch.int32 and int(cnt.count_nonzero()) == 0
+    ws2, cnt2 = kernel._splitk_state(ws.numel() + 1, 5, 0, 12345, dev)  # more scratch, same counters
+    assert ws2.numel() > ws.numel() and cnt2 is cnt
+    ws3, cnt3 = kernel._splitk_state(10, cnt.numel() + 1, 0, 12345, dev)  # more tiles, same scratch
+    assert ws3 is ws2 and cnt3.numel() > cnt.numel() and int(cnt3.count_nonzero()) == 0
+    other_ws, other_cnt = kernel._splitk_state(10, 5, 0, 54321, dev)  # another stream: its own state
+    assert other_ws is not ws3 and other_cnt is not cnt3
+    for key in [(dev.type, 0, 12345), (dev.type, 0, 54321)]:
+        del kernel._splitk[key]
 
 
 def test_catches_a_wrong_scale(kernel):

@@ -64,7 +64,7 @@ def gate(y, x_q, x_s, w_q, w_s, what):
 
 def counters_zero() -> bool:
     torch.cuda.synchronize()
-    return all(int(c.count_nonzero()) == 0 for c in tb._counters.values())
+    return all(int(cnt.count_nonzero()) == 0 for _, cnt in tb._splitk.values())
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -85,7 +85,7 @@ def test_split_k_reruns_are_bit_identical_and_accurate(name):
             assert torch.equal(y, again), f"launch {i} (M={m}): a rerun on the same input differs"
             assert torch.equal(y, jit), f"launch {i} (M={m}): the JIT launch differs from the direct one"
             gate(y, x_q, x_s, w_q, w_s, f"launch {i} (M={m})")
-    assert tb._counters and counters_zero(), "a split-K launch left a tile counter set"
+    assert tb._splitk and counters_zero(), "a split-K launch left a tile counter set"
 
 
 def test_split_k_graph_replays_stay_correct_and_counters_zero(monkeypatch):
@@ -99,14 +99,14 @@ def test_split_k_graph_replays_stay_correct_and_counters_zero(monkeypatch):
     assert bound.warmed
 
     taken = []
-    real = tb._splitk_counters
+    real = tb._splitk_state
 
-    def recording(*args):
-        buf = real(*args)
-        taken.append(buf)
-        return buf
+    def recording(*args):  # the real function; keeps what the captured call got
+        state = real(*args)
+        taken.append(state)
+        return state
 
-    monkeypatch.setattr(tb, "_splitk_counters", recording)
+    monkeypatch.setattr(tb, "_splitk_state", recording)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -116,9 +116,9 @@ def test_split_k_graph_replays_stay_correct_and_counters_zero(monkeypatch):
     taken.clear()
     with torch.cuda.graph(graph):
         y_graph = bound(x_q, x_s)
-    assert len(taken) == 1, "the captured call should have taken one counter buffer"
-    graph_counters = taken[0]
-    assert all(graph_counters is not c for c in tb._counters.values()), "the graph shares eager counters"
+    assert len(taken) == 1, "the captured call should have taken one split-K state"
+    graph_counters = taken[0][1]
+    assert all(graph_counters is not cnt for _, cnt in tb._splitk.values()), "the graph shares eager counters"
 
     for i in range(20):
         fresh_x, fresh_s = activation(m, K, g)

@@ -292,8 +292,7 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
     if split > 1:
         stream = _current_stream(dev)
         dev_index = dev.index if dev.index is not None else 0
-        ws = _splitk_scratch(split * m * n, dev_index, stream, dev)
-        cnt = _splitk_counters(_cdiv(m, bm) * _cdiv(n, bn), dev_index, stream, dev)
+        ws, cnt = _splitk_state(split * m * n, _cdiv(m, bm) * _cdiv(n, bn), dev_index, stream, dev)
     use_tma = cfg.tma and k % GROUP_K == 0 and tma_supported(dev)
     if use_tma:
         a_arg = _TensorDescriptor(x_q, [m, k], [x_q.stride(0), 1], [bm, GROUP_K])
@@ -323,8 +322,7 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
 #  - the int32 arrival counters, one per output tile of the launch: zeroed once when allocated, and
 #    left at zero by every launch (the last split of each tile resets its counter). A captured graph
 #    also captures the zeroing of its own counters, and every replay leaves them at zero again.
-_scratch: dict[tuple[str, int, int], torch.Tensor] = {}
-_counters: dict[tuple[str, int, int], torch.Tensor] = {}
+_splitk: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _capturing(device: torch.device) -> bool:
@@ -335,24 +333,22 @@ def _current_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
 
 
-def _splitk_scratch(numel: int, dev_index: int, stream: int, device: torch.device) -> torch.Tensor:
+def _splitk_state(numel: int, tiles: int, dev_index: int, stream: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 scratch of at least ``numel``, all-zero int32 counters of at least ``tiles``) for a launch."""
     if _capturing(device):
-        return torch.empty(numel, dtype=torch.float32, device=device)
+        return (torch.empty(numel, dtype=torch.float32, device=device),
+                torch.zeros(tiles, dtype=torch.int32, device=device))
     key = (device.type, dev_index, stream)
-    buf = _scratch.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = _scratch[key] = torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
-    return buf
-
-
-def _splitk_counters(tiles: int, dev_index: int, stream: int, device: torch.device) -> torch.Tensor:
-    if _capturing(device):
-        return torch.zeros(tiles, dtype=torch.int32, device=device)
-    key = (device.type, dev_index, stream)
-    buf = _counters.get(key)
-    if buf is None or buf.numel() < tiles:
-        buf = _counters[key] = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
-    return buf
+    state = _splitk.get(key)
+    if state is None or state[0].numel() < numel or state[1].numel() < tiles:
+        old_ws, old_cnt = state if state is not None else (None, None)
+        ws = old_ws if old_ws is not None and old_ws.numel() >= numel else \
+            torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
+        cnt = old_cnt if old_cnt is not None and old_cnt.numel() >= tiles else \
+            torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+        state = _splitk[key] = (ws, cnt)
+    return state
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -371,9 +367,9 @@ class BoundGemm:
 
     Everything except M is settled here, once: the config, the split-K factor, the grid as a
     function of M, the constexprs and compiler options, the weight's strides and (TMA) descriptor.
-    Split-K is one launch: the partial sums go to a per-stream scratch buffer (``_splitk_scratch``)
-    and the arrival counters to a per-stream int32 buffer (``_splitk_counters``), or to fresh tensors
-    from the graph's pool while a CUDA/HIP graph is being captured.
+    Split-K is one launch: the partial sums go to a per-stream scratch buffer and the arrival
+    counters to a per-stream int32 buffer (``_splitk_state``), or to fresh tensors from the graph's
+    pool while a CUDA/HIP graph is being captured.
 
     The first call whose activation is canonical (rows of exactly K elements, x_q and x_scale
     16-byte aligned) launches through Triton's JIT and keeps the compiled kernels; later canonical
@@ -445,9 +441,8 @@ class BoundGemm:
                 if self.split == 1:
                     ws = cnt = out
                 else:
-                    ws = _splitk_scratch(self.split * m * n, self._dev_index, stream, self.device)
-                    cnt = _splitk_counters(-(-m // self._block_m) * self._tiles_n_out, self._dev_index, stream,
-                                           self.device)
+                    ws, cnt = _splitk_state(self.split * m * n, -(-m // self._block_m) * self._tiles_n_out,
+                                            self._dev_index, stream, self.device)
                 # argument order of blockscale_gemm_kernel: a, b, c, a_scale, b_scale, ws, cnt, M, ...
                 gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, cnt, m,
                      *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
