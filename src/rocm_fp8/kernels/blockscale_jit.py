@@ -67,7 +67,7 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
 
 @triton.jit
 def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr, M, N, stride_cm, stride_cn,
-                     SPLIT_K: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr):
     """Split-K reduction inside the GEMM launch, deterministic whatever order the splits finish in.
 
     Every split stores its fp32 partial to ``ws[split, M, N]``; after a CTA barrier (all of the
@@ -76,17 +76,21 @@ def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr
     before its acquire, so their partials are visible in L2; it reads them with L2 loads (``.cg``:
     L1 is not coherent across SMs), adds them in the fixed order s = 0..SPLIT_K-1 (its own partial
     re-read too: mixing the register copy in costs a layout conversion per split, with barriers, where
-    plain loads issue together), writes the output tile and sets the counter
+    plain loads issue together; ``REDUCE_UNROLL`` partials at a time), writes the output tile and sets
+    the counter
     back to 0, so the counter buffer is all zeros again after every launch (and after every replay
     of a captured graph). No program ever waits on another, so any grid size and schedule is safe.
     """
+    # partial tiles loaded at once: all of them for small tiles, fewer as the tile grows, so the
+    # loads in flight stay within ~16K floats per CTA (all 8 of a 128x128 tile spill on gfx942)
+    REDUCE_UNROLL: tl.constexpr = (16384 + BLOCK_M * BLOCK_N - 1) // (BLOCK_M * BLOCK_N)
     ws_tile = offs_m[:, None] * N + offs_n[None, :]
     tl.store(ws_ptr + split * M * N + ws_tile, acc, mask=mask)
     tl.debug_barrier()
     arrived = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel", scope="gpu")
     if arrived == SPLIT_K - 1:
         total = tl.load(ws_ptr + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
-        for s in tl.static_range(1, SPLIT_K):
+        for s in tl.range(1, SPLIT_K, num_stages=1, loop_unroll_factor=REDUCE_UNROLL):
             total += tl.load(ws_ptr + s * M * N + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
         tl.store(c_ptrs, total.to(c_ptr.dtype.element_ty), mask=mask)
@@ -155,7 +159,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr,
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
     else:
         _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr, M, N, stride_cm, stride_cn,
-                         SPLIT_K)
+                         BLOCK_M, BLOCK_N, SPLIT_K)
 
 
 # M, NUM_PROGRAMS and the scale strides vary between shapes without changing the code worth
