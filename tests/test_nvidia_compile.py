@@ -84,7 +84,7 @@ def ptx_facts(name: str, constexprs: dict, tma: bool) -> dict:
         "barrier_between_store_and_add": fenced,
         "cg_loads": sum("ld.global.cg" in ln for ln in lines),
         "reset_exchanges": sum(bool(re.search(r"\batom\.global\.gpu\.relaxed\.exch\b", ln)) for ln in lines),
-        "any_atomic": any("atom." in ln or "red." in ln for ln in lines),
+        "any_atomic": any(re.search(r"\b(atom|red)\.global\b", ln) for ln in lines),
     }
 
 
