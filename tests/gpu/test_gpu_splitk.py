@@ -5,12 +5,12 @@ partials in the fixed order s = 0..split-1 (``blockscale_jit._splitk_epilogue``)
 changes from launch to launch on a GPU; the result bits must not. Checked here:
 
 * 50 launches per config on fresh random activations: a rerun on the same input, the direct
-  (warmed) launch and the JIT launch give the same bits; each result passes the tuner's accuracy
+  (warmed) launch and the JIT launch (into a NaN-poisoned output) give the same bits; each result passes the tuner's accuracy
   gate (within 1.25x of the bf16 rounding floor of the float32 reference); the per-stream counter
   buffer is all zeros afterwards. Configs: the H200 table's M = 16 row for (2048, 3072) (split 8),
   a split-4 64x64 tile, a persistent grid with split 2, and TMA loads with split 4.
 * A CUDA/HIP-graph capture of a split-K bound call: replays over fresh inputs copied into the
-  captured buffers give the eager bits every time, and the graph's own counter buffer (allocated and
+  captured buffers (output poisoned before each) give the eager bits every time, and the graph's own counter buffer (allocated and
   zeroed inside the capture) is zero after the replays.
 """
 
@@ -81,7 +81,8 @@ def test_split_k_reruns_are_bit_identical_and_accurate(name):
             y = bound(x_q, x_s)
             assert bound.warmed, "the first canonical call should have warmed the direct launch"
             again = bound(x_q, x_s)
-            jit = tb.blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=cfg)
+            poisoned = torch.full((m, N), float("nan"), dtype=torch.bfloat16, device="cuda")
+            jit = tb.blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=cfg, out=poisoned)
             assert torch.equal(y, again), f"launch {i} (M={m}): a rerun on the same input differs"
             assert torch.equal(y, jit), f"launch {i} (M={m}): the JIT launch differs from the direct one"
             gate(y, x_q, x_s, w_q, w_s, f"launch {i} (M={m})")
@@ -124,6 +125,7 @@ def test_split_k_graph_replays_stay_correct_and_counters_zero(monkeypatch):
         fresh_x, fresh_s = activation(m, K, g)
         x_q.copy_(fresh_x)
         x_s.copy_(fresh_s)
+        y_graph.fill_(float("nan"))  # poison: the replay must write every element
         graph.replay()
         want = bound(fresh_x, fresh_s)  # eager, on the per-stream buffers
         torch.cuda.synchronize()
