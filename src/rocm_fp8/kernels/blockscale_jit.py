@@ -77,9 +77,10 @@ def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr
     L1 is not coherent across SMs), adds them in the fixed order s = 0..SPLIT_K-1 (its own partial
     re-read too: mixing the register copy in costs a layout conversion per split, with barriers, where
     plain loads issue together; ``REDUCE_UNROLL`` partials at a time), writes the output tile and sets
-    the counter
-    back to 0, so the counter buffer is all zeros again after every launch (and after every replay
-    of a captured graph). No program ever waits on another, so any grid size and schedule is safe.
+    the counter back to 0, so the counter buffer is all zeros again after every launch (and after
+    every replay of a captured graph). No program ever waits on another, so any grid size and
+    schedule is safe. (Triton's NVIDIA lowering of a scalar atomic adds a barrier of its own; the
+    explicit one keeps the ordering independent of that.)
     """
     # partial tiles loaded at once: all of them for small tiles, fewer as the tile grows, so the
     # loads in flight stay within ~16K floats per CTA (all 8 of a 128x128 tile spill on gfx942)
