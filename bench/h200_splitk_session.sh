@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for the one-launch split-K (issues 13 and 11): the GPU tests first (the new
 # split-K tests, the lean launch path, every shipped table row's accuracy; stop if any fails), then
-# the side-by-side benchmark for M <= 256 (where the tables split K), then the call overhead.
+# what zeroing the counters costs inside a graph, the side-by-side benchmark for M <= 256 (where the
+# tables split K), then the call overhead.
 # Usage (device machine, repo root, python3 with torch + triton, no network):
 #   OUT=/some/dir bash bench/h200_splitk_session.sh
 set -u
@@ -23,6 +24,8 @@ if [ "$rc" -ne 0 ]; then
     stamp "gpu tests failed (rc $rc): no benchmark"
     exit "$rc"
 fi
+stamp "split-K counters inside a graph: a fill per call vs one zeroed buffer"
+timeout ${COST_TIMEOUT:-60} python3 bench/splitk_graph_cost.py --out "$OUT" 2>&1 | tail -n 12
 stamp "bench, M <= 256"
 timeout ${BENCH_TIMEOUT:-150} python3 bench/gemm.py --out "$OUT" --tag splitk-one-launch \
     --m 1 --m 16 --m 64 --m 256 2>&1 | tail -n 22
