@@ -5,13 +5,16 @@ partials in the fixed order s = 0..split-1 (``blockscale_jit._splitk_epilogue``)
 changes from launch to launch on a GPU; the result bits must not. Checked here:
 
 * 50 launches per config on fresh random activations: a rerun on the same input, the direct
-  (warmed) launch and the JIT launch (into a NaN-poisoned output) give the same bits; each result passes the tuner's accuracy
-  gate (within 1.25x of the bf16 rounding floor of the float32 reference); the per-stream counter
-  buffer is all zeros afterwards. Configs: the H200 table's M = 16 row for (2048, 3072) (split 8),
-  a split-4 64x64 tile, a persistent grid with split 2, and TMA loads with split 4.
-* A CUDA/HIP-graph capture of a split-K bound call: replays over fresh inputs copied into the
-  captured buffers (output poisoned before each) give the eager bits every time, and the graph's own counter buffer (allocated and
-  zeroed inside the capture) is zero after the replays.
+  (warmed) launch and the JIT launch (into a NaN-poisoned output) give the same bits; each result
+  passes the tuner's accuracy gate (within 1.25x of the bf16 rounding floor of the float32
+  reference); the per-stream counter buffer is all zeros afterwards. Configs: the H200 table's
+  M = 16 row for (2048, 3072) (split 8), a split-4 64x64 tile, a persistent grid with split 2, and
+  TMA loads with split 4.
+* CUDA/HIP graphs of split-K bound calls: replays over fresh inputs copied into the captured
+  buffers (output poisoned before each) give the eager bits every time, and the graph's own
+  counter buffer (allocated and zeroed inside the capture) is zero after the replays; two graphs
+  captured back to back replay correctly in either order, the later one first (before the
+  earlier one has ever run).
 """
 
 from __future__ import annotations
@@ -132,4 +135,32 @@ def test_split_k_graph_replays_stay_correct_and_counters_zero(monkeypatch):
         assert torch.equal(y_graph, want), f"replay {i} differs from the eager call"
         gate(y_graph, fresh_x, fresh_s, w_q, w_s, f"replay {i}")
         assert int(graph_counters.count_nonzero()) == 0, f"replay {i} left a counter of the graph set"
+    assert counters_zero()
+
+
+def test_split_k_graph_replayed_before_an_earlier_capture_ever_runs():
+    """Two graphs captured back to back (as serving stacks capture one per batch size); the second is
+    replayed first. Its counters must not depend on anything the first graph's (never run) replay
+    would have done."""
+    cfg = tb.KernelConfig(**CONFIGS["h200-M16-split8"]).validate()
+    g = torch.Generator(device="cuda").manual_seed(7)
+    w_q, w_s = weight(N, K, g)
+    bound = tb.BoundGemm(w_q, w_s, torch.bfloat16, cfg)
+    inputs = {m: activation(m, K, g) for m in (1, 16)}
+    for x_q, x_s in inputs.values():
+        bound(x_q, x_s)  # warm, eager
+    torch.cuda.synchronize()
+    graphs, outs = {}, {}
+    for m, (x_q, x_s) in inputs.items():
+        graphs[m] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graphs[m]):
+            outs[m] = bound(x_q, x_s)
+    for m in (16, 1, 16, 1):
+        outs[m].fill_(float("nan"))
+        graphs[m].replay()
+        x_q, x_s = inputs[m]
+        want = bound(x_q, x_s)
+        torch.cuda.synchronize()
+        assert torch.equal(outs[m], want), f"graph M={m} differs from the eager call"
+        gate(outs[m], x_q, x_s, w_q, w_s, f"graph M={m}")
     assert counters_zero()
