@@ -93,7 +93,8 @@ def _check(facts: dict, split: bool) -> None:
     assert facts["sass"], f"{what}: no cubin (ptxas did not run)"
     if split:
         assert facts["acq_rel_adds"] == 1, f"{what}: expected one gpu-scope acq_rel counter increment"
-        assert facts["barrier_between_store_and_add"], f"{what}: no CTA barrier between the partial store and the increment"
+        assert facts["barrier_between_store_and_add"], \
+            f"{what}: no CTA barrier between the partial store and the increment"
         assert facts["cg_loads"] > 0, f"{what}: the partials are not read with ld.global.cg"
         assert facts["reset_exchanges"] == 1, f"{what}: the counter is not reset"
     else:
