@@ -100,8 +100,8 @@ def launchable_jobs(arch: str) -> list[dict]:
 
     def add(cfg: KernelConfig, n: int, k: int, origin: str) -> None:
         spec = (n % 16 == 0, k % 128 == 0)
-        # SPLIT_K > 1 also sets how many partials the in-launch reduction loads (an unrolled loop)
-        same_code = cfg.with_(tma=False)
+        # SPLIT_K enters only the tile and K-range arithmetic: 2 stands for every split > 1
+        same_code = cfg.with_(tma=False, split_k=min(cfg.split_k, 2))
         key = json.dumps([same_code.to_dict(), spec], sort_keys=True)
         if key not in jobs:
             jobs[key] = {"kernel": "rocm_fp8", "arch": arch, "fp8": ARCHS[arch], "m": 1, "n": n, "k": k,

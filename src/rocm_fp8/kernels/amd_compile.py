@@ -185,8 +185,7 @@ def _operands(fp8_dtype, out_dtype):
     xs = torch.empty(64, dtype=torch.float32)
     ws = torch.empty(64, dtype=torch.float32)
     part = torch.empty(64, dtype=torch.float32)
-    counters = torch.zeros(64, dtype=torch.int32)
-    return x, w, out, xs, ws, part, counters
+    return x, w, out, xs, ws, part
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,13 +199,13 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
     cfg = tb.KernelConfig(**dict(cfg_items)).validate()
     fp8_dtype = _fp8_dtype(arch, fp8)
     odt = getattr(torch, out_dtype)
-    x, w, out, xs, ws, part, counters = _operands(fp8_dtype, odt)
+    x, w, out, xs, ws, part = _operands(fp8_dtype, odt)
     m = 1  # M is not specialized (do_not_specialize): any M gives this code
     k_blocks = triton.cdiv(k, tb.GROUP_K)
     split = max(1, min(cfg.split_k, k_blocks))
     kb = k_blocks
     # the same argument list as triton_blockscale.launch, with contiguous operands
-    args = (x, w, out, xs, ws, part if split > 1 else out, counters if split > 1 else out,
+    args = (x, w, out, xs, ws, part if split > 1 else out,
             m, n, k,
             k, 1, k, 1, n, 1,
             kb, 1, kb, 1,
@@ -313,7 +312,7 @@ def _compile_aiter_cached(aiter_dir: str, cfg_items: tuple, arch: str, m: int, n
     jit_fn = getattr(heur, "fn", heur)
     config = dict(cfg_items)
     fp8_dtype = _fp8_dtype(arch, None)
-    x, w, out, xs, ws, part, _ = _operands(fp8_dtype, torch.bfloat16)
+    x, w, out, xs, ws, part = _operands(fp8_dtype, torch.bfloat16)
     # what aiter's gemm_a8w8_blockscale wrapper does to its config before launching
     cfg = dict(config)
     cfg["SPLITK_BLOCK_SIZE"] = triton.cdiv(k, cfg["NUM_KSPLIT"])

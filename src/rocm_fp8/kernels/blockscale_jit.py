@@ -3,9 +3,8 @@ type and launchers, is :mod:`rocm_fp8.kernels.triton_blockscale`.
 
 ``blockscale_gemm_kernel``: each program computes a ``BLOCK_M x BLOCK_N`` tile (``_tile``), per
 128-wide K block one FP8 dot into fp32 with both scales folded in (``_kstep``); a plain grid or a
-persistent one, optional split-K, optional TMA loads. Split-K is reduced inside the same launch
-(``_splitk_epilogue``): each split stores its fp32 partial to a workspace and bumps a per-tile counter;
-the split that arrives last sums the partials in a fixed order and writes the output tile.
+persistent one, optional split-K into an fp32 workspace, optional TMA loads. ``splitk_reduce`` sums
+the split-K partials into the output.
 """
 
 from __future__ import annotations
@@ -66,40 +65,7 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
 
 
 @triton.jit
-def _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr, M, N, stride_cm, stride_cn,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr):
-    """Split-K reduction inside the GEMM launch, deterministic whatever order the splits finish in.
-
-    Every split stores its fp32 partial to ``ws[split, M, N]``; after a CTA barrier (all of the
-    program's stores issued) one gpu-scope acq_rel atomic bumps the output tile's counter ``cnt[t]``.
-    The split that reads ``SPLIT_K - 1`` arrived last: the release of every other split happened
-    before its acquire, so their partials are visible in L2; it reads them with L2 loads (``.cg``:
-    L1 is not coherent across SMs), adds them in the fixed order s = 0..SPLIT_K-1 (its own partial
-    re-read too: mixing the register copy in costs a layout conversion per split, with barriers, where
-    plain loads issue together; ``REDUCE_UNROLL`` partials at a time), writes the output tile and sets
-    the counter back to 0, so the counter buffer is all zeros again after every launch (and after
-    every replay of a captured graph). No program ever waits on another, so any grid size and
-    schedule is safe. (Triton's NVIDIA lowering of a scalar atomic adds a barrier of its own; the
-    explicit one keeps the ordering independent of that.)
-    """
-    # partial tiles loaded at once: all of them for small tiles, fewer as the tile grows, so the
-    # loads in flight stay within ~16K floats per CTA (all 8 of a 128x128 tile spill on gfx942)
-    REDUCE_UNROLL: tl.constexpr = (16384 + BLOCK_M * BLOCK_N - 1) // (BLOCK_M * BLOCK_N)
-    ws_tile = offs_m[:, None] * N + offs_n[None, :]
-    tl.store(ws_ptr + split * M * N + ws_tile, acc, mask=mask)
-    tl.debug_barrier()
-    arrived = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel", scope="gpu")
-    if arrived == SPLIT_K - 1:
-        total = tl.load(ws_ptr + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
-        for s in tl.range(1, SPLIT_K, num_stages=1, loop_unroll_factor=REDUCE_UNROLL):
-            total += tl.load(ws_ptr + s * M * N + ws_tile, mask=mask, other=0.0, cache_modifier=".cg")
-        c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-        tl.store(c_ptrs, total.to(c_ptr.dtype.element_ty), mask=mask)
-        tl.atomic_xchg(cnt_ptr + t, 0, sem="relaxed", scope="gpu")
-
-
-@triton.jit
-def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr,
+def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
           M, N, K,
           stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
           stride_asm, stride_ask, stride_bsn, stride_bsk,
@@ -159,14 +125,15 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr,
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
     else:
-        _splitk_epilogue(acc, split, t, offs_m, offs_n, mask, c_ptr, ws_ptr, cnt_ptr, M, N, stride_cm, stride_cn,
-                         BLOCK_M, BLOCK_N, SPLIT_K)
+        # fp32 partial sums, reduced in a fixed order by splitk_reduce (deterministic).
+        w_ptrs = ws_ptr + split * M * N + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(w_ptrs, acc, mask=mask)
 
 
 # M, NUM_PROGRAMS and the scale strides vary between shapes without changing the code worth
 # generating; not specializing them lets one compiled kernel per config serve every shape.
 @triton.jit(do_not_specialize=["M", "NUM_PROGRAMS", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
-def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr,
+def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                            M, N, K,
                            stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                            stride_asm, stride_ask, stride_bsn, stride_bsk,
@@ -179,15 +146,29 @@ def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr,
     if PERSISTENT:
         num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N) * SPLIT_K
         for tile_id in range(pid, num_tiles, NUM_PROGRAMS):
-            _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr, M, N, K,
+            _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
                   stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                   stride_asm, stride_ask, stride_bsn, stride_bsk,
                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
                   FRAME)
     else:
-        _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, cnt_ptr, M, N, K,
+        _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
               stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
               stride_asm, stride_ask, stride_bsn, stride_bsk,
               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
               FRAME)
 
+
+# M is not specialized so that one compiled reduction serves every M of a bound layer (see BoundGemm).
+@triton.jit(do_not_specialize=["M"])
+def splitk_reduce(ws_ptr, c_ptr, M, N, stride_cm, stride_cn,
+                  SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    total = M * N
+    ok = offs < total
+    acc = tl.load(ws_ptr + offs, mask=ok, other=0.0)
+    for s in tl.static_range(1, SPLIT_K):
+        acc += tl.load(ws_ptr + s * total + offs, mask=ok, other=0.0)
+    m = offs // N
+    n = offs % N
+    tl.store(c_ptr + m * stride_cm + n * stride_cn, acc.to(c_ptr.dtype.element_ty), mask=ok)

@@ -6,7 +6,7 @@ Each program computes a ``BLOCK_M x BLOCK_N`` tile; per 128-wide K block it take
 fp32 and folds the two scales into the fp32 accumulator, so no precision is lost to the scales.
 
 Layout: the Triton code (the tile body, the kernel: plain grid or persistent, optional split-K into
-an fp32 workspace reduced inside the same launch, optional TMA loads) is in
+an fp32 workspace plus a reduction kernel, optional TMA loads) is in
 :mod:`rocm_fp8.kernels.blockscale_jit`; this file holds the host side: the config type, the
 launcher :func:`blockscale_gemm`, which checks its inputs and names the offending argument, and
 :class:`BoundGemm`, the launch bound to one weight that the ``triton`` backend runs.
@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 import triton
 
-from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel
+from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel, splitk_reduce
 from rocm_fp8.quant import OUT_DTYPES
 
 GROUP_K = 128  # activation group along K and weight block along K; the kernel's BLOCK_K
@@ -328,13 +328,13 @@ def blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
 def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
     """Launch with no checks: the operands must already satisfy :func:`check_inputs`.
 
-    Returns Triton's handle of the kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
+    Returns Triton's handle of the main kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
     """
-    return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)
+    return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)[0]
 
 
 def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
-    """:func:`launch` through Triton's JIT; returns the compiled kernel (one launch, split-K included)."""
+    """:func:`launch` through Triton's JIT; returns the compiled (GEMM, split-K reduction or None)."""
     m, k = x_q.shape
     n = w_q.shape[0]
     dev = x_q.device
@@ -346,11 +346,9 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
         programs = min(tiles, num_sms(dev) * cfg.programs_per_sm)
     else:
         programs = tiles
-    ws = cnt = out
+    ws = out
     if split > 1:
-        stream = _current_stream(dev)
-        dev_index = dev.index if dev.index is not None else 0
-        ws, cnt = _splitk_state(split * m * n, _cdiv(m, bm) * _cdiv(n, bn), dev_index, stream, dev)
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=dev)
     use_tma = cfg.tma and k % GROUP_K == 0 and tma_supported(dev)
     if use_tma:
         a_arg = _TensorDescriptor(x_q, [m, k], [x_q.stride(0), 1], [bm, GROUP_K])
@@ -359,7 +357,7 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
     else:
         a_arg, b_arg = x_q, w_q
     compiled = blockscale_gemm_kernel[(programs,)](
-        a_arg, b_arg, out, x_scale, w_scale, ws, cnt,
+        a_arg, b_arg, out, x_scale, w_scale, ws,
         m, n, k,
         x_q.stride(0), x_q.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
         x_scale.stride(0), x_scale.stride(1), w_scale.stride(0), w_scale.stride(1),
@@ -369,44 +367,30 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
         SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
         **_compiler_options(cfg, dev),
     )
-    return compiled
+    reduce = None
+    if split > 1:
+        reduce = splitk_reduce[(_cdiv(m * n, _REDUCE_BLOCK),)](
+            ws, out, m, n, out.stride(0), out.stride(1), SPLIT_K=split, BLOCK=_REDUCE_BLOCK, num_warps=4)
+    return compiled, reduce
 
 
-# Split-K state, one set per (device, stream), grown to the largest need and shared by every bound
-# layer (like a BLAS workspace). Calls on one stream run in order, so they never overlap; two streams
-# get two sets. Inside a CUDA/HIP-graph capture fresh tensors are taken instead (from the graph's
-# pool), so no graph shares state with eager calls or with another graph.
-#  - the fp32 partial sums [split, M, N] (any content: every split overwrites its part);
-#  - the int32 arrival counters, one per output tile of the launch: zeroed once when allocated, and
-#    left at zero by every launch (the last split of each tile resets its counter). A captured graph
-#    also captures the zeroing of its own counters, and every replay leaves them at zero again.
-_splitk: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+_REDUCE_BLOCK = 1024
 
 
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+# Split-K partial sums of the direct launches: one fp32 buffer per (device, stream), grown to the
+# largest need and shared by every bound layer (like a BLAS workspace). Calls on one stream run in
+# order, so they never overlap; two streams get two buffers. Inside a CUDA/HIP-graph capture a fresh
+# tensor is taken instead (from the graph's pool), so no graph shares scratch with eager calls.
+_scratch: dict[tuple[int, int], torch.Tensor] = {}
 
 
-def _current_stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-
-
-def _splitk_state(numel: int, tiles: int, dev_index: int, stream: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 scratch of at least ``numel``, all-zero int32 counters of at least ``tiles``) for a launch."""
-    if _capturing(device):
-        return (torch.empty(numel, dtype=torch.float32, device=device),
-                torch.zeros(tiles, dtype=torch.int32, device=device))
-    key = (device.type, dev_index, stream)
-    state = _splitk.get(key)
-    if state is None or state[0].numel() < numel or state[1].numel() < tiles:
-        old_ws, old_cnt = state if state is not None else (None, None)
-        ws = old_ws if old_ws is not None and old_ws.numel() >= numel else \
-            torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
-        cnt = old_cnt if old_cnt is not None and old_cnt.numel() >= tiles else \
-            torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
-        state = _splitk[key] = (ws, cnt)
-    return state
+def _splitk_scratch(numel: int, dev_index: int, stream: int, device: torch.device) -> torch.Tensor:
+    if torch.cuda.is_current_stream_capturing():
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    buf = _scratch.get((dev_index, stream))
+    if buf is None or buf.numel() < numel:
+        buf = _scratch[(dev_index, stream)] = torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
+    return buf
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -425,9 +409,8 @@ class BoundGemm:
 
     Everything except M is settled here, once: the config, the split-K factor, the grid as a
     function of M, the constexprs and compiler options, the weight's strides and (TMA) descriptor.
-    Split-K is one launch: the partial sums go to a per-stream scratch buffer and the arrival
-    counters to a per-stream int32 buffer (``_splitk_state``), or to fresh tensors from the graph's
-    pool while a CUDA/HIP graph is being captured.
+    The split-K partial sums go to a per-stream scratch buffer (``_splitk_scratch``), or to a fresh
+    tensor from the graph's pool while a CUDA/HIP graph is being captured.
 
     The first call whose activation is canonical (rows of exactly K elements, x_q and x_scale
     16-byte aligned) launches through Triton's JIT and keeps the compiled kernels; later canonical
@@ -467,13 +450,13 @@ class BoundGemm:
         self._warm = fast_launch.warm
         self._can_warm = dev.type == "cuda" and fast_launch.fast_launch_supported()
         self._dev_index = dev.index if dev.index is not None else 0
-        self._tiles_n_out = _cdiv(n, cfg.block_n)
         self._gemm = None    # WarmKernel of the GEMM, once warmed
+        self._reduce = None  # WarmKernel of the split-K reduction, once warmed
 
     @property
     def warmed(self) -> bool:
         """Whether calls now take the direct launch (False under the interpreter)."""
-        return self._gemm is not None
+        return self._gemm is not None and (self.split == 1 or self._reduce is not None)
 
     def programs(self, m: int) -> int:
         """The grid for M rows (what the direct launch computes inline)."""
@@ -497,13 +480,13 @@ class BoundGemm:
                          if self._use_tma else xp)
                 ss = x_scale.stride()
                 if self.split == 1:
-                    ws = cnt = out
-                else:
-                    ws, cnt = _splitk_state(self.split * m * n, -(-m // self._block_m) * self._tiles_n_out,
-                                            self._dev_index, stream, self.device)
-                # argument order of blockscale_gemm_kernel: a, b, c, a_scale, b_scale, ws, cnt, M, ...
-                gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, cnt, m,
+                    gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, out, m,
+                         *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                    return out
+                ws = _splitk_scratch(self.split * m * n, self._dev_index, stream, self.device)
+                gemm(programs, 1, stream, a_arg, self._b_arg, out, sp, self._w_scale_ptr, ws, m,
                      *self._nk_strides, ss[0], ss[1], *self._w_scale_strides, programs, *self._constexprs)
+                self._reduce(-(-m * n // _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, self.split, _REDUCE_BLOCK)
                 return out
         return self._jit(x_q.shape[0], x_q, x_scale)
 
@@ -513,10 +496,14 @@ class BoundGemm:
             return out
         if x_q.stride(-1) != 1:
             x_q = x_q.contiguous()
-        gemm = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config, b_arg=self._b_desc)
+        gemm, reduce = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config,
+                                   b_arg=self._b_desc)
         canonical = x_q.stride(0) == self.k and not x_q.data_ptr() & 15 and not x_scale.data_ptr() & 15
         if self._gemm is None and self._can_warm and canonical:
-            self._gemm = self._warm(gemm)
+            warm_gemm = self._warm(gemm)
+            warm_reduce = self._warm(reduce) if self.split > 1 else None
+            if warm_gemm is not None and (self.split == 1 or warm_reduce is not None):
+                self._gemm, self._reduce = warm_gemm, warm_reduce
         return out
 
 
