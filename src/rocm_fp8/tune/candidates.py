@@ -31,12 +31,21 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
         for bm, bn in ((64, 64), (64, 128), (32, 64)):
             for split in (1, 2, 4):
                 out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=4, num_stages=4))
+        if not quick:  # narrower tiles and deeper pipelines: more CTAs and bytes in flight for small N
+            out += [dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=4, num_stages=st)
+                    for bm, bn, split, st in ((32, 32, 4, 4), (32, 64, 8, 4), (64, 64, 8, 4), (64, 32, 4, 4),
+                                              (64, 64, 2, 6), (64, 128, 2, 3), (32, 128, 2, 4))]
     elif m <= 256:
         for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (64, 64, 4)):
             for split in (1, 2):
                 out.append(dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=4,
                                 frame=True))
         out += [dict(block_m=64, block_n=128, group_m=8, split_k=s, num_warps=4, num_stages=4) for s in (1, 2)]
+        if not quick:  # split 4 for long K, narrower and deeper variants of the plain-promotion tile
+            out += [dict(block_m=bm, block_n=bn, group_m=8, split_k=split, num_warps=w, num_stages=st)
+                    for bm, bn, split, w, st in ((64, 128, 4, 4, 4), (64, 64, 2, 4, 4), (64, 64, 4, 4, 4),
+                                                 (128, 64, 1, 4, 4), (128, 64, 2, 4, 4), (64, 128, 1, 4, 3),
+                                                 (64, 128, 2, 4, 5), (128, 128, 2, 8, 3))]
         if hopper:
             out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True,
                          programs_per_sm=2, frame=True),
