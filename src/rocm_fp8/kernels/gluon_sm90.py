@@ -374,8 +374,9 @@ def _ws2_epilogue(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, str
                   ROWS: gl.constexpr, SUB: gl.constexpr, layout: gl.constexpr, TMA_STORE: gl.constexpr,
                   PENDING: gl.constexpr):
     if TMA_STORE:
-        # the previous tile's store out of this buffer must have read it before it is overwritten;
-        # the PENDING stores issued after it (the other column block's) may still run
+        # the previous tile's store out of this buffer must have read it before it is overwritten:
+        # the first column block's epilogue waits for every earlier store (issued a K loop ago), the
+        # second's lets the first's (PENDING = 1, another buffer) run on
         tma.store_wait(PENDING)
         gl.thread_barrier()
         buf = c_smem.index(idx)
@@ -477,10 +478,12 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs
                 acc0 += blk * gl.expand_dims(sa * sb, 1)
             it += 1
         _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * NSUB,
-                      HALF, SUB, layout, TMA_STORE, NSUB - 1)
+                      HALF, SUB, layout, TMA_STORE, 0)
         if NSUB == 2:
-            _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
-                          PART * NSUB + 1, HALF, SUB, layout, TMA_STORE, NSUB - 1)
+            # (the second column block of the last tile column may lie wholly past N)
+            if off_n + SUB < N:
+                _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
+                              PART * NSUB + 1, HALF, SUB, layout, TMA_STORE, 1)
     if TMA_STORE:
         tma.store_wait(0)
 
