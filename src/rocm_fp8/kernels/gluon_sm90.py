@@ -47,6 +47,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -55,6 +56,7 @@ GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
 VARIANTS = ("pipelined", "ws", "ws_lag", "ws2")
+SCALE_SOURCES = ("smem", "ahead", "load")
 SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
 
 
@@ -66,8 +68,10 @@ class GluonConfig:
     group_m: int = 8
     producer_regs: int = 40
     consumer_regs: int = 232
-    #: ws2 only: load each K block's scales this many K blocks ahead (0 or 2; 0 = as ws does)
-    scale_prefetch: int = 2
+    #: ws2 only, where the consumers get each K block's scales: "smem" (the producer copies them into
+    #: the ring slot with cp.async, tracked by the slot's barrier), "ahead" (the consumers load them
+    #: two K blocks ahead into registers), "load" (loaded per K block before the barrier wait, as ws)
+    scales: str = "smem"
     #: ws2 only: write the tile through shared memory with a TMA store (bf16/fp16 out, TMA-able
     #: out; other outputs take ws's plain stores) instead of plain stores from registers
     tma_store: bool = True
@@ -79,8 +83,8 @@ class GluonConfig:
             raise ValueError(f"config.block_n: expected 64, 128 or 256, got {self.block_n}")
         if not 2 <= self.stages <= 8:
             raise ValueError(f"config.stages: expected 2..8, got {self.stages}")
-        if self.scale_prefetch not in (0, 2):
-            raise ValueError(f"config.scale_prefetch: expected 0 or 2, got {self.scale_prefetch}")
+        if self.scales not in SCALE_SOURCES:
+            raise ValueError(f"config.scales: expected one of {SCALE_SOURCES}, got {self.scales!r}")
         if self.variant == "ws2" and self.block_n not in (128, 256):
             raise ValueError(f"config.block_n: ws2 takes 128 or 256, got {self.block_n}")
         if self.group_m < 1:
@@ -97,6 +101,8 @@ class GluonConfig:
         ring = self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
         if self.variant == "ws2" and self.tma_store:
             ring += BLOCK_M * self.block_n * out_bytes
+        if self.variant == "ws2" and self.scales == "smem":
+            ring += self.stages * (BLOCK_M + max(1, self.block_n // GROUP_N) * BLOCK_M // 2) * 4
         return ring
 
 
@@ -389,7 +395,54 @@ def _ws2_epilogue(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, str
 
 
 @gluon.jit
-def _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+                  stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    """ws's producer, plus (scales "smem") each slot's scales: the tile's 128 activation scales and
+    the weight block scale of each 128-wide column block (repeated 64 times, so a consumer reads
+    it like its row scales), copied with cp.async (4 bytes each, no register round trip: the warp
+    never waits for them) and tracked by the slot's ``full`` barrier, which completes only when
+    these copies and the TMA bytes have landed."""
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
+    HALF: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF
+    SB: gl.constexpr = sb_smem.type.shape[1]
+    tile_bytes: gl.constexpr = 2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    ra_layout: gl.constexpr = gl.BlockedLayout([2 * HALF // 32], [32], [1], [0])
+    rb_layout: gl.constexpr = gl.BlockedLayout([SB // 32], [32], [1], [0])
+    num_pid_m = gl.cdiv(M, 2 * HALF)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    it = 0
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
+        off_m = pid_m * 2 * HALF
+        off_n = pid_n * BN
+        if SMEM_SCALES:
+            rows = off_m + gl.arange(0, 2 * HALF, layout=ra_layout)
+            a_base = as_ptr + rows * stride_asm
+            a_mask = rows < M
+            col0 = off_n + (gl.arange(0, SB, layout=rb_layout) // HALF) * _SCALE_N  # element j: block j // 64
+            b_base = bs_ptr + (col0 // _SCALE_N) * stride_bsn
+            b_mask = col0 < N
+        for kb in range(k_blocks):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            if SMEM_SCALES:
+                async_copy.async_copy_global_to_shared(sa_smem.index(s), a_base + kb * stride_ask, mask=a_mask)
+                async_copy.async_copy_global_to_shared(sb_smem.index(s), b_base + kb * stride_bsk, mask=b_mask)
+                # (no count: the phase waits for this warp's copies without needing another arrival)
+                async_copy.mbarrier_arrive(full.index(s), increment_count=True)
+            mbarrier.expect(full.index(s), tile_bytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BK], full.index(s), a_bufs.index(2 * s))
+            tma.async_copy_global_to_shared(a_desc, [off_m + HALF, kb * BK], full.index(s), a_bufs.index(2 * s + 1))
+            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BK], full.index(s), b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
                   PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
     STAGES: gl.constexpr = b_bufs.type.shape[0]
@@ -400,8 +453,10 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs
     # result is live beside the 64x256 accumulator (192 registers, no spill)
     SUB: gl.constexpr = 128 if BN > 128 else BN
     NSUB: gl.constexpr = BN // SUB
+    SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF  # the producer stages the scales
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, SUB, 32])
+    rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
     num_pid_m = gl.cdiv(M, 2 * HALF)
     num_pid_n = gl.cdiv(N, BN)
     k_blocks = K // BK
@@ -428,37 +483,44 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs
                 sc1 = _col_scale(bs_ptr, off_n + SUB, 1, k_blocks, N, stride_bsn, stride_bsk)
         for kb in range(k_blocks):
             s = it % STAGES
-            nxt = kb + PREFETCH
-            sa_n = _row_scales(as_ptr, off_m, nxt, k_blocks, M, stride_asm, stride_ask, HALF, layout)
-            sb_n = _col_scale(bs_ptr, off_n, nxt, k_blocks, N, stride_bsn, stride_bsk)
-            if NSUB == 2:
-                sc_n = _col_scale(bs_ptr, off_n + SUB, nxt, k_blocks, N, stride_bsn, stride_bsk)
-            # the scales of this block (loaded PREFETCH blocks ago) ...
-            if PREFETCH == 0:
-                sa = sa_n
-                sb = sb_n
+            if SMEM_SCALES:
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
+                sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)  # the weight scale, 64 times
                 if NSUB == 2:
-                    sc = sc_n
+                    sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
             else:
-                sa = sa0
-                sb = sb0
+                nxt = kb + PREFETCH
+                sa_n = _row_scales(as_ptr, off_m, nxt, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+                sb_n = _col_scale(bs_ptr, off_n, nxt, k_blocks, N, stride_bsn, stride_bsk)
                 if NSUB == 2:
-                    sc = sc0
-            # ... and the rotation of the in-flight ones
-            if PREFETCH == 1:
-                sa0 = sa_n
-                sb0 = sb_n
-                if NSUB == 2:
-                    sc0 = sc_n
-            if PREFETCH == 2:
-                sa0 = sa1
-                sb0 = sb1
-                sa1 = sa_n
-                sb1 = sb_n
-                if NSUB == 2:
-                    sc0 = sc1
-                    sc1 = sc_n
-            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                    sc_n = _col_scale(bs_ptr, off_n + SUB, nxt, k_blocks, N, stride_bsn, stride_bsk)
+                # the scales of this block (loaded PREFETCH blocks ago) ...
+                if PREFETCH == 0:
+                    sa = sa_n
+                    sb = sb_n
+                    if NSUB == 2:
+                        sc = sc_n
+                else:
+                    sa = sa0
+                    sb = sb0
+                    if NSUB == 2:
+                        sc = sc0
+                # ... and the rotation of the in-flight ones
+                if PREFETCH == 1:
+                    sa0 = sa_n
+                    sb0 = sb_n
+                    if NSUB == 2:
+                        sc0 = sc_n
+                if PREFETCH == 2:
+                    sa0 = sa1
+                    sb0 = sb1
+                    sa1 = sa_n
+                    sb1 = sb_n
+                    if NSUB == 2:
+                        sc0 = sc1
+                        sc1 = sc_n
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
             a_s = a_bufs.index(2 * s + PART)
             b_s = b_bufs.index(s)
             if NSUB == 2:
@@ -490,58 +552,58 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs
 
 # (constexprs do not cross gl.warp_specialize in Triton 3.6: one wrapper per (part, prefetch, store))
 @gluon.jit
-def _ws2_c0_p0_s0(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c0_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, False)
 
 
 @gluon.jit
-def _ws2_c1_p0_s0(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c1_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, False)
 
 
 @gluon.jit
-def _ws2_c0_p2_s0(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c0_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, False)
 
 
 @gluon.jit
-def _ws2_c1_p2_s0(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c1_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, False)
 
 
 @gluon.jit
-def _ws2_c0_p0_s1(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c0_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, True)
 
 
 @gluon.jit
-def _ws2_c1_p0_s1(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c1_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, True)
 
 
 @gluon.jit
-def _ws2_c0_p2_s1(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c0_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, True)
 
 
 @gluon.jit
-def _ws2_c1_p2_s1(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def _ws2_c1_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, True)
 
 
@@ -550,7 +612,7 @@ def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
                     BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
+                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr):
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     SUB: gl.constexpr = 128 if BN > 128 else BN
@@ -560,33 +622,42 @@ def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
         # one [64, SUB] output buffer per consumer and 128-wide column block
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * (BN // SUB), HALF, SUB], c_desc.layout)
     else:
-        c_smem = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        c_smem = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+    flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])  # (rank of one slot: .index() keeps it)
+    if SMEM_SCALES:
+        # per slot: the 128 rows' activation scales, and each column block's weight scale 64 times
+        sa_smem = gl.allocate_shared_memory(gl.float32, [STAGES, 2 * HALF], flat)
+        sb_smem = gl.allocate_shared_memory(gl.float32, [STAGES, (BN // SUB) * HALF], flat)
+    else:
+        sa_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)  # (unused: shape says "not staged")
+        sb_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)
     fence_async_shared()
-    consumer_args = (a_bufs, b_bufs, c_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
-    producer_args = (a_desc, b_desc, a_bufs, b_bufs, full, empty, M, N, K, GROUP_M)
+    consumer_args = (a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N,
+                     K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
+    producer_args = (a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+                     stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
     if TMA_STORE:
         if PREFETCH == 2:
             gl.warp_specialize([(_ws2_c0_p2_s1, consumer_args), (_ws2_c1_p2_s1, consumer_args),
-                                (_ws_producer, producer_args)], [4, 1],
+                                (_ws2_producer, producer_args)], [4, 1],
                                [CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([(_ws2_c0_p0_s1, consumer_args), (_ws2_c1_p0_s1, consumer_args),
-                                (_ws_producer, producer_args)], [4, 1],
+                                (_ws2_producer, producer_args)], [4, 1],
                                [CONSUMER_REGS, PRODUCER_REGS])
     else:
         if PREFETCH == 2:
             gl.warp_specialize([(_ws2_c0_p2_s0, consumer_args), (_ws2_c1_p2_s0, consumer_args),
-                                (_ws_producer, producer_args)], [4, 1],
+                                (_ws2_producer, producer_args)], [4, 1],
                                [CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([(_ws2_c0_p0_s0, consumer_args), (_ws2_c1_p0_s0, consumer_args),
-                                (_ws_producer, producer_args)], [4, 1],
+                                (_ws2_producer, producer_args)], [4, 1],
                                [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -675,8 +746,8 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
         c_desc = _out_descriptor(out, cfg.block_n) if store else out
         return gemm_ws2_kernel[grid](a_desc, b_desc, c_desc, *args[2:], BN=cfg.block_n, STAGES=cfg.stages,
                                      GROUP_M=cfg.group_m, PRODUCER_REGS=cfg.producer_regs,
-                                     CONSUMER_REGS=cfg.consumer_regs, PREFETCH=cfg.scale_prefetch,
-                                     TMA_STORE=store, num_warps=4)
+                                     CONSUMER_REGS=cfg.consumer_regs, PREFETCH=2 if cfg.scales == "ahead" else 0,
+                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem", num_warps=4)
     if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -759,7 +830,8 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
     if cfg.variant == "ws2":
         fn, num_warps = gemm_ws2_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
-                      PREFETCH=cfg.scale_prefetch, TMA_STORE=cfg.tma_store and out_dtype != "fp32")
+                      PREFETCH=2 if cfg.scales == "ahead" else 0, TMA_STORE=cfg.tma_store and out_dtype != "fp32",
+                      SMEM_SCALES=cfg.scales == "smem")
         sub = min(cfg.block_n, 128)
         if consts["TMA_STORE"]:
             c_elt = gl.bfloat16 if out_dtype == "bf16" else gl.float16
@@ -776,7 +848,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
     else:
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
-    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE",
+    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE", "SMEM_SCALES",
                  "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
@@ -826,14 +898,14 @@ def _main(argv=None) -> int:
     p.add_argument("--variant", action="append", choices=VARIANTS)
     p.add_argument("--block-n", type=int, action="append")
     p.add_argument("--stages", type=int, action="append")
-    p.add_argument("--prefetch", type=int, action="append", choices=(0, 2), help="ws2's scale_prefetch")
+    p.add_argument("--scales", action="append", choices=SCALE_SOURCES, help="ws2's scale source")
     p.add_argument("--no-tma-store", action="store_true", help="ws2 with plain stores")
     args = p.parse_args(argv)
     for variant in args.variant or VARIANTS:
         for bn in args.block_n or (128,):
             for st in args.stages or (4, 5):
-                for pf in (args.prefetch or (2,)) if variant == "ws2" else (2,):
-                    cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scale_prefetch=pf,
+                for src in (args.scales or ("smem",)) if variant == "ws2" else ("smem",):
+                    cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scales=src,
                                       tma_store=not args.no_tma_store)
                     print(json.dumps(resources(cfg)), flush=True)
     return 0
