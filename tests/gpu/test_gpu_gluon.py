@@ -29,7 +29,7 @@ from rocm_fp8.quant import QUANT_MAX  # noqa: E402
 FP8 = torch.float8_e4m3fn
 CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4), "ws-s5": g.GluonConfig(variant="ws", stages=5),
            "pipelined-s4": g.GluonConfig(variant="pipelined", stages=4),
-           # v2: scales prefetched 2 K blocks ahead and a TMA-store epilogue; BN 256 as two wgmmas
+           # v2: scales staged in the ring by the producer, a TMA-store epilogue; BN 256 as two wgmmas
            "ws2-s4": g.GluonConfig(variant="ws2", stages=4),
            "ws2-256-s3": g.GluonConfig(variant="ws2", block_n=256, stages=3)}
 
@@ -108,17 +108,19 @@ def test_ws2_output_views(name):
         assert big[:, 1000:].isnan().all(), f"row width {width}: columns past N were written"
 
 
-def test_ws2_prefetch_and_store_variants_agree():
-    """Each v2 change alone (prefetch only, TMA store only) is a correct kernel too, and the store
-    path does not change a bit (the same accumulator rounded to bf16 either way)."""
-    ops = operands(1000, 2112, 7168, seed=22)
-    ref = reference_linear(*ops)
-    for pf in (0, 2):
-        plain, tma = (run(ops, g.GluonConfig(variant="ws2", stages=4, scale_prefetch=pf, tma_store=st))
-                      for st in (False, True))
+@pytest.mark.parametrize("scales", ["smem", "ahead", "load"])
+def test_ws2_scale_sources_and_store_paths(scales):
+    """Each v2 change alone (a scale source, the TMA store or not) is a correct kernel, on ragged M
+    and N (last tile partly past both), and the store path does not change a bit (the same
+    accumulator rounded to bf16 either way)."""
+    for m, n, k, bn, st in ((1000, 2112, 7168, 128, 4), (333, 1000, 1536, 256, 3)):
+        ops = operands(m, n, k, seed=22 + m)
+        ref = reference_linear(*ops)
+        plain, tma = (run(ops, g.GluonConfig(variant="ws2", block_n=bn, stages=st, scales=scales, tma_store=s))
+                      for s in (False, True))
         gate(plain, ref)
         gate(tma, ref)
-        assert torch.equal(plain, tma), f"scale_prefetch {pf}: TMA and plain stores differ"
+        assert torch.equal(plain, tma), f"scales {scales}, BN {bn}: TMA and plain stores differ"
 
 
 def test_block_n_256_and_64():
@@ -179,8 +181,8 @@ def test_bad_input_names_the_argument():
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(block_n=256, stages=8))
     with pytest.raises(ValueError, match="config.stages"):  # + the 64 KiB output tile of the TMA store
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=256, stages=4))
-    with pytest.raises(ValueError, match="config.scale_prefetch: expected 0 or 2, got 1"):
-        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", scale_prefetch=1))
+    with pytest.raises(ValueError, match="config.scales: expected one of .*got 'tma'"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", scales="tma"))
     with pytest.raises(ValueError, match="config.block_n: ws2 takes 128 or 256, got 64"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=64))
 
