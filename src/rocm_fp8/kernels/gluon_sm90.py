@@ -6,7 +6,7 @@ dequant(w_q, w_scale)^T`` with 1 x 128 activation groups (``x_scale [M, K/128]``
 K block, bf16/fp16/fp32 out. Restricted to what TMA needs: K a multiple of 128, x_q/w_q
 K-contiguous with 16-byte aligned rows and base pointers.
 
-Two kernels, chosen by ``GluonConfig.variant``:
+Kernels, chosen by ``GluonConfig.variant``:
 
 - ``"pipelined"`` (one partition, 8 warps = two warpgroups over a 128-row tile): a TMA ring of
   ``stages`` (A, B) slots filled ahead by the same warps; per K block an async wgmma, a wait, then
@@ -17,8 +17,17 @@ Two kernels, chosen by ``GluonConfig.variant``:
   slot and promote. The two consumers synchronise only through the ring, so one promotes while
   the other's wgmma runs on the tensor cores.
 
-Both are persistent (grid = SMs, grouped tile order for L2 reuse) and store the output with
-plain masked stores from the wgmma register layout.
+- ``"ws2"`` (version 2, the same ring and partitions) changes what the H200 run of ``ws`` pointed
+  at: ``scales="smem"`` has the producer copy each slot's scales (128 activation scales, the weight
+  block scale per 128 columns) into the slot with cp.async, tracked by the slot's ``full`` barrier,
+  so a consumer reads them from shared memory instead of waiting on global loads before each
+  wgmma (``"ahead"``: loaded two K blocks ahead into registers; ``"load"``: as ``ws``);
+  ``tma_store`` writes the tile through shared memory with a TMA store that the next tile does not
+  wait for; ``block_n=256`` runs two m64n128 wgmmas per K block and consumer, each promoted at once
+  (a 64x256 accumulator and one 64x128 block result live).
+
+All are persistent (grid = SMs, grouped tile order for L2 reuse); ``pipelined``, ``ws`` and
+``ws_lag`` store the output with plain masked stores from the wgmma register layout.
 
 This module imports Triton's Gluon at import time: import it only through
 :func:`unavailable_reason` / :func:`load`, which check the Triton version (written for 3.6.x,
