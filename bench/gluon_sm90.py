@@ -154,7 +154,7 @@ def run_correctness(g, names, say) -> list[dict]:
     return rows
 
 
-def run_timing(g, names, budget_s, say) -> list[dict]:
+def run_timing(g, names, budget_s, say, on_row=None) -> list[dict]:
     from rocm_fp8.backends.triton import TritonBackend
     from rocm_fp8.kernels.triton_blockscale import blockscale_gemm
     from rocm_fp8.toolchain import detect
@@ -197,6 +197,8 @@ def run_timing(g, names, budget_s, say) -> list[dict]:
             if best and isinstance(row["triton"], float):
                 row["best/triton"] = round(best / row["triton"], 3)
             rows.append(row)
+            if on_row:
+                on_row(rows)  # results so far on disk, in case a time limit ends the run
             say(f"time N={n} K={k} M={m}: cuBLASLt {row['cublaslt']} triton {row['triton']} "
                 + " ".join(f"[{x}] {row[x]}" for x in names) + f" -> best/cuBLASLt {row.get('best/cublaslt')}")
             del sets
@@ -329,12 +331,17 @@ def main() -> int:
     checks = run_correctness(g, usable, say)
     passing = [x for x in usable if all(r["ok"] for r in checks if r["config"] == x)]
     say(f"configs passing every check: {passing}")
-    timing = [] if args.skip_timing else run_timing(g, passing, args.budget, say)
     stem = f"gluon-sm90-{slug(info['device'])}"
-    (args.out / f"{stem}.json").write_text(json.dumps(
-        {"info": info, "configs": {x: CONFIGS[x] for x in names}, "usable": usable, "passing": passing,
-         "checks": checks, "timing": timing}, indent=1))
-    write_md(args.out / f"{stem}.md", info, checks, timing, passing)
+
+    def dump(timing):
+        (args.out / f"{stem}.json").write_text(json.dumps(
+            {"info": info, "configs": {x: CONFIGS[x] for x in names}, "usable": usable, "passing": passing,
+             "checks": checks, "timing": timing}, indent=1))
+        write_md(args.out / f"{stem}.md", info, checks, timing, passing)
+
+    dump([])
+    timing = [] if args.skip_timing else run_timing(g, passing, args.budget, say, on_row=dump)
+    dump(timing)
     say(f"wrote {args.out / stem}.json/.md")
     print((args.out / f"{stem}.md").read_text())
     return 0 if passing else 1
