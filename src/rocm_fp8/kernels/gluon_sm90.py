@@ -538,7 +538,9 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
                 blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
                 acc0 += blk * gl.expand_dims(sa * sb, 1)
                 b_1 = b_s.slice(SUB, SUB)
-                blk = warpgroup_mma(a_s, b_1.permute((1, 0)), zero, use_acc=False, is_async=True)
+                # (the first half's result as the ignored input accumulator: its registers are
+                # reused, so ptxas cannot keep both halves' results live and spill)
+                blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
                 blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
                 mbarrier.arrive(empty.index(s))
                 acc1 += blk * gl.expand_dims(sa * sc, 1)
