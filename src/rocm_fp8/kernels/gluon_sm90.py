@@ -859,8 +859,8 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
     else:
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
-    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE", "SMEM_SCALES",
-                 "num_warps"):
+    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE",
+                 "SMEM_SCALES", "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
