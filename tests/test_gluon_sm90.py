@@ -7,7 +7,8 @@
   under TRITON_INTERPRET=1, checked against float64), through ``blockscale_gemm`` and the backend's
   ``bind``;
 - compile (slow): Triton 3.6 (``.venv-triton36`` or ``ROCM_FP8_TRITON36_PYTHON``) cross-compiles
-  both variants for sm_90a; the cubin has QGMMA, the ws one setmaxnreg, and nothing spills.
+  the variants for sm_90a; the cubin has QGMMA, the ws/ws2 ones setmaxnreg, and nothing spills (ws2
+  at BN 256 with plain stores: a few scalars).
 """
 
 from __future__ import annotations
@@ -153,24 +154,49 @@ def _triton36_python() -> str:
     return py
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["ws", "pipelined"])
-def test_cross_compiles_for_sm90(variant):
+def _resources(*args):
     py = _triton36_python()
-    r = subprocess.run([py, "-m", "rocm_fp8.kernels.gluon_sm90", "--resources", "--variant", variant,
-                        "--block-n", "128", "--stages", "4"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    r = subprocess.run([py, "-m", "rocm_fp8.kernels.gluon_sm90", "--resources", *args], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in r.stdout.strip().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ws", "pipelined", "ws2"])
+def test_cross_compiles_for_sm90(variant):
+    res = _resources("--variant", variant, "--block-n", "128", "--stages", "4")[-1]
     assert res["qgmma_sass"] >= 4 and res["wgmma_ptx"] >= 4, res
     assert res["stack_bytes"] == 0 and res["local_bytes"] == 0, f"spills: {res}"
     assert 0 < res["shared_bytes"] <= 232448, res
     assert not res["wgmma_serialized"], res["ptxas_notes"]  # ptxas C7514: the MMAs would not overlap
-    if variant == "ws":
+    if variant in ("ws", "ws2"):
         assert "40" in res["setmaxnreg"] and "232" in res["setmaxnreg"], res  # producer down, consumers up
         assert res["wgmma_ptx"] == 8  # one 64xNx128 block per consumer warpgroup
     else:
         assert res["setmaxnreg"] == []
+    if variant == "ws2":  # 4 stages of 32 KiB + 3 KiB of scales + the consumers' 64x128 bf16 output tiles
+        assert 163 * 1024 <= res["shared_bytes"] <= 164 * 1024, res
+
+
+@pytest.mark.slow
+def test_ws2_variants_cross_compile():
+    """ws2 without the TMA store (no output tile in shared memory) with each scale source, and at
+    BN 256: two m64n128 wgmmas per K block per consumer, so the 64x256 accumulator and one 64x128
+    block result fit the 232 registers (v1's ws spills 720 bytes at BN 256; the plain-store form a
+    few scalars)."""
+    for res in _resources("--variant", "ws2", "--block-n", "128", "--stages", "4", "--no-tma-store",
+                          "--scales", "load", "--scales", "ahead", "--scales", "smem"):
+        assert res["stack_bytes"] == 0 and not res["wgmma_serialized"], res
+        # the ring, and with scales "smem" its 4 x (128 + 64) fp32 scale slots
+        extra = 3 * 1024 if res["config"]["scales"] == "smem" else 0
+        assert 128 * 1024 + extra <= res["shared_bytes"] <= 129 * 1024 + extra, res
+    (wide,) = _resources("--variant", "ws2", "--block-n", "256", "--stages", "3")
+    assert wide["wgmma_ptx"] == 16 and wide["qgmma_sass"] == 16, wide  # 2 consumers x 2 halves x 4 k32 steps
+    assert wide["stack_bytes"] == 0 and not wide["wgmma_serialized"], wide
+    assert wide["shared_bytes"] <= 232448, wide
+    (plain,) = _resources("--variant", "ws2", "--block-n", "256", "--stages", "4", "--no-tma-store")
+    assert plain["stack_bytes"] <= 128 and not plain["wgmma_serialized"], plain  # a few scalars at most
 
 
 def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):

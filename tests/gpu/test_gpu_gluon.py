@@ -28,7 +28,10 @@ from rocm_fp8.quant import QUANT_MAX  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4), "ws-s5": g.GluonConfig(variant="ws", stages=5),
-           "pipelined-s4": g.GluonConfig(variant="pipelined", stages=4)}
+           "pipelined-s4": g.GluonConfig(variant="pipelined", stages=4),
+           # v2: scales staged in the ring by the producer, a TMA-store epilogue; BN 256 as two wgmmas
+           "ws2-s4": g.GluonConfig(variant="ws2", stages=4),
+           "ws2-256-s3": g.GluonConfig(variant="ws2", block_n=256, stages=3)}
 
 
 def operands(m, n, k, seed, mcontig=False):
@@ -71,7 +74,7 @@ def test_accuracy_gate(name, m, n, k):
     gate(run(ops, CONFIGS[name]), reference_linear(*ops))
 
 
-@pytest.mark.parametrize("name", ["ws-s4", "pipelined-s4"])
+@pytest.mark.parametrize("name", ["ws-s4", "pipelined-s4", "ws2-s4"])
 def test_m_contiguous_scales_and_ragged_n(name):
     ops = operands(777, 2048, 4096, seed=11, mcontig=True)  # activation scales M-contiguous (cuBLASLt's)
     gate(run(ops, CONFIGS[name]), reference_linear(*ops))
@@ -79,12 +82,54 @@ def test_m_contiguous_scales_and_ragged_n(name):
     gate(run(ops, CONFIGS[name]), reference_linear(*ops))
 
 
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4"])
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
-def test_out_dtypes(out_dtype):
+def test_out_dtypes(out_dtype, name):
     ops = operands(500, 2112, 7168, seed=13)
-    y = run(ops, CONFIGS["ws-s4"], out_dtype)
+    y = run(ops, CONFIGS[name], out_dtype)
     assert y.dtype == out_dtype
     gate(y, reference_linear(*ops))
+
+
+@pytest.mark.parametrize("name", ["ws2-s4", "ws2-256-s3"])
+def test_ws2_output_views(name):
+    """ws2 stores with TMA where the output allows it and with plain stores where it does not; both
+    write exactly the view (the poisoned columns past it stay NaN)."""
+    ops = operands(700, 1000, 1024, seed=21)
+    ref = reference_linear(*ops)
+    for width in (1008, 1004):  # rows of 2016 bytes (TMA-able) and 2008 bytes (plain stores)
+        big = torch.full((700, width), float("nan"), dtype=torch.bfloat16, device="cuda")
+        out = big[:, :1000]
+        assert g.tma_storable(out) == (width == 1008)
+        with torch.inference_mode():
+            g.gluon_blockscale_gemm(*ops, torch.bfloat16, config=CONFIGS[name], out=out)
+        torch.cuda.synchronize()
+        gate(out, ref)
+        assert big[:, 1000:].isnan().all(), f"row width {width}: columns past N were written"
+    # an output that is not row-major at all (a transposed view) takes the plain stores too
+    out_t = torch.full((1000, 700), float("nan"), dtype=torch.bfloat16, device="cuda").t()
+    assert not g.tma_storable(out_t)
+    with torch.inference_mode():
+        g.gluon_blockscale_gemm(*ops, torch.bfloat16, config=CONFIGS[name], out=out_t)
+    torch.cuda.synchronize()
+    gate(out_t, ref)
+
+
+@pytest.mark.parametrize("scales", ["smem", "ahead", "load"])
+def test_ws2_scale_sources_and_store_paths(scales):
+    """Each v2 change alone (a scale source, the TMA store or not) is a correct kernel, on ragged M
+    and N (last tile partly past both), and the store path does not change a bit (the same
+    accumulator rounded to bf16 either way)."""
+    # (N = 2112 at BN 256: the last tile's second column block lies wholly past N)
+    cells = [(1000, 2112, 7168, 128, 4)] + ([(333, 2112, 1536, 256, 3)] if scales == "smem" else [])
+    for m, n, k, bn, st in cells:
+        ops = operands(m, n, k, seed=22 + m)
+        ref = reference_linear(*ops)
+        plain, tma = (run(ops, g.GluonConfig(variant="ws2", block_n=bn, stages=st, scales=scales, tma_store=s))
+                      for s in (False, True))
+        gate(plain, ref)
+        gate(tma, ref)
+        assert torch.equal(plain, tma), f"scales {scales}, BN {bn}: TMA and plain stores differ"
 
 
 def test_block_n_256_and_64():
@@ -94,9 +139,10 @@ def test_block_n_256_and_64():
         gate(run(ops, g.GluonConfig(variant="ws", block_n=bn, stages=st)), ref)
 
 
-def test_cuda_graph_replay_equals_eager():
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4"])
+def test_cuda_graph_replay_equals_eager(name):
     ops = operands(2048, 4096, 7168, seed=15)
-    cfg = CONFIGS["ws-s4"]
+    cfg = CONFIGS[name]
     eager = run(ops, cfg)
     out = torch.full_like(eager, float("nan"))
     graph = torch.cuda.CUDAGraph()
@@ -142,6 +188,12 @@ def test_bad_input_names_the_argument():
                                 torch.ones(2, 3, device="cuda"))
     with pytest.raises(ValueError, match="config.stages"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(block_n=256, stages=8))
+    with pytest.raises(ValueError, match="config.stages"):  # + the 64 KiB output tile of the TMA store
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=256, stages=4))
+    with pytest.raises(ValueError, match="config.scales: expected one of .*got 'tma'"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", scales="tma"))
+    with pytest.raises(ValueError, match="config.block_n: ws2 takes 128 or 256, got 64"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=64))
 
 
 @pytest.mark.parametrize("m,n,k", [(1000, 2112, 7168), (4096, 7168, 16384), (77, 1000, 384)])

@@ -6,7 +6,7 @@ dequant(w_q, w_scale)^T`` with 1 x 128 activation groups (``x_scale [M, K/128]``
 K block, bf16/fp16/fp32 out. Restricted to what TMA needs: K a multiple of 128, x_q/w_q
 K-contiguous with 16-byte aligned rows and base pointers.
 
-Two kernels, chosen by ``GluonConfig.variant``:
+Kernels, chosen by ``GluonConfig.variant``:
 
 - ``"pipelined"`` (one partition, 8 warps = two warpgroups over a 128-row tile): a TMA ring of
   ``stages`` (A, B) slots filled ahead by the same warps; per K block an async wgmma, a wait, then
@@ -17,8 +17,17 @@ Two kernels, chosen by ``GluonConfig.variant``:
   slot and promote. The two consumers synchronise only through the ring, so one promotes while
   the other's wgmma runs on the tensor cores.
 
-Both are persistent (grid = SMs, grouped tile order for L2 reuse) and store the output with
-plain masked stores from the wgmma register layout.
+- ``"ws2"`` (version 2, the same ring and partitions) changes what the H200 run of ``ws`` pointed
+  at: ``scales="smem"`` has the producer copy each slot's scales (128 activation scales, the weight
+  block scale per 128 columns) into the slot with cp.async, tracked by the slot's ``full`` barrier,
+  so a consumer reads them from shared memory instead of waiting on global loads before each
+  wgmma (``"ahead"``: loaded two K blocks ahead into registers; ``"load"``: as ``ws``);
+  ``tma_store`` writes the tile through shared memory with a TMA store that the next tile does not
+  wait for; ``block_n=256`` runs two m64n128 wgmmas per K block and consumer, each promoted at once
+  (a 64x256 accumulator and one 64x128 block result live).
+
+All are persistent (grid = SMs, grouped tile order for L2 reuse); ``pipelined``, ``ws`` and
+``ws_lag`` store the output with plain masked stores from the wgmma register layout.
 
 This module imports Triton's Gluon at import time: import it only through
 :func:`unavailable_reason` / :func:`load`, which check the Triton version (written for 3.6.x,
@@ -47,6 +56,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -54,7 +64,8 @@ GROUP_K = 128
 GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
-VARIANTS = ("pipelined", "ws", "ws_lag")
+VARIANTS = ("pipelined", "ws", "ws_lag", "ws2")
+SCALE_SOURCES = ("smem", "ahead", "load")
 SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
 
 
@@ -66,6 +77,13 @@ class GluonConfig:
     group_m: int = 8
     producer_regs: int = 40
     consumer_regs: int = 232
+    #: ws2 only, where the consumers get each K block's scales: "smem" (the producer copies them into
+    #: the ring slot with cp.async, tracked by the slot's barrier), "ahead" (the consumers load them
+    #: two K blocks ahead into registers), "load" (loaded per K block before the barrier wait, as ws)
+    scales: str = "smem"
+    #: ws2 only: write the tile through shared memory with a TMA store (bf16/fp16 out, TMA-able
+    #: out; other outputs take ws's plain stores) instead of plain stores from registers
+    tma_store: bool = True
 
     def validate(self) -> "GluonConfig":
         if self.variant not in VARIANTS:
@@ -74,6 +92,10 @@ class GluonConfig:
             raise ValueError(f"config.block_n: expected 64, 128 or 256, got {self.block_n}")
         if not 2 <= self.stages <= 8:
             raise ValueError(f"config.stages: expected 2..8, got {self.stages}")
+        if self.scales not in SCALE_SOURCES:
+            raise ValueError(f"config.scales: expected one of {SCALE_SOURCES}, got {self.scales!r}")
+        if self.variant == "ws2" and self.block_n not in (128, 256):
+            raise ValueError(f"config.block_n: ws2 takes 128 or 256, got {self.block_n}")
         if self.group_m < 1:
             raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
         need = self.shared_bytes()
@@ -82,9 +104,15 @@ class GluonConfig:
                              f"{need // 1024} KiB of shared memory, sm90 has {SM90_SHARED_BYTES // 1024} KiB per block")
         return self
 
-    def shared_bytes(self) -> int:
-        """The ring's FP8 A and B tiles plus barriers (what the compiled kernel reports, within 1 KiB)."""
-        return self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
+    def shared_bytes(self, out_bytes: int = 2) -> int:
+        """The ring's FP8 A and B tiles plus barriers, and ws2's output tile when it stores with TMA
+        (what the compiled kernel reports, within 1 KiB)."""
+        ring = self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
+        if self.variant == "ws2" and self.tma_store:
+            ring += BLOCK_M * self.block_n * out_bytes
+        if self.variant == "ws2" and self.scales == "smem":
+            ring += self.stages * (BLOCK_M + max(1, self.block_n // GROUP_N) * BLOCK_M // 2) * 4
+        return ring
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,6 +366,312 @@ def gemm_ws_kernel(a_desc, b_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                             (_ws_producer, producer_args)], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
+# ---- ws2: scales prefetched ahead, TMA-store epilogue, BN 256 as two 128-wide wgmmas ----------
+
+
+@gluon.jit
+def _row_scales(as_ptr, off_m, kb, k_blocks, M, stride_asm, stride_ask, ROWS: gl.constexpr, layout: gl.constexpr):
+    """The [ROWS] activation scales of K block ``kb`` (zeros past the last K block: a prefetch that
+    runs off the tile's K loop loads nothing)."""
+    rows = off_m + gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    return gl.load(as_ptr + rows * stride_asm + kb * stride_ask, mask=(rows < M) & (kb < k_blocks), other=0.0)
+
+
+@gluon.jit
+def _col_scale(bs_ptr, col0, kb, k_blocks, N, stride_bsn, stride_bsk):
+    """The weight block scale of the 128-wide column block starting at ``col0`` (0 past N or K)."""
+    return gl.load(bs_ptr + (col0 // _SCALE_N) * stride_bsn + kb * stride_bsk, mask=(col0 < N) & (kb < k_blocks),
+                   other=0.0)
+
+
+@gluon.jit
+def _ws2_epilogue(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, idx,
+                  ROWS: gl.constexpr, SUB: gl.constexpr, layout: gl.constexpr, TMA_STORE: gl.constexpr,
+                  PENDING: gl.constexpr):
+    if TMA_STORE:
+        # the previous tile's store out of this buffer must have read it before it is overwritten:
+        # the first column block's epilogue waits for every earlier store (issued a K loop ago), the
+        # second's lets the first's (PENDING = 1, another buffer) run on
+        tma.store_wait(PENDING)
+        gl.thread_barrier()
+        buf = c_smem.index(idx)
+        buf.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(c_desc, [off_m, off_n], buf)  # rows >= M, cols >= N are clipped
+    else:
+        _store(c_ptr, acc, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, SUB, layout)
+
+
+@gluon.jit
+def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+                  stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    """ws's producer, plus (scales "smem") each slot's scales: the tile's 128 activation scales and
+    the weight block scale of each 128-wide column block (repeated 64 times, so a consumer reads
+    it like its row scales), copied with cp.async (4 bytes each, no register round trip: the warp
+    never waits for them) and tracked by the slot's ``full`` barrier, which completes only when
+    these copies and the TMA bytes have landed."""
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
+    HALF: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF
+    SB: gl.constexpr = sb_smem.type.shape[1]
+    tile_bytes: gl.constexpr = 2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    ra_layout: gl.constexpr = gl.BlockedLayout([2 * HALF // 32], [32], [1], [0])
+    rb_layout: gl.constexpr = gl.BlockedLayout([SB // 32], [32], [1], [0])
+    num_pid_m = gl.cdiv(M, 2 * HALF)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    it = 0
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
+        off_m = pid_m * 2 * HALF
+        off_n = pid_n * BN
+        if SMEM_SCALES:
+            rows = off_m + gl.arange(0, 2 * HALF, layout=ra_layout)
+            a_base = as_ptr + rows * stride_asm
+            a_mask = rows < M
+            col0 = off_n + (gl.arange(0, SB, layout=rb_layout) // HALF) * _SCALE_N  # element j: block j // 64
+            b_base = bs_ptr + (col0 // _SCALE_N) * stride_bsn
+            b_mask = col0 < N
+        for kb in range(k_blocks):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            if SMEM_SCALES:
+                async_copy.async_copy_global_to_shared(sa_smem.index(s), a_base + kb * stride_ask, mask=a_mask)
+                async_copy.async_copy_global_to_shared(sb_smem.index(s), b_base + kb * stride_bsk, mask=b_mask)
+                # (no count: the phase waits for this warp's copies without needing another arrival)
+                async_copy.mbarrier_arrive(full.index(s), increment_count=True)
+            mbarrier.expect(full.index(s), tile_bytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BK], full.index(s), a_bufs.index(2 * s))
+            tma.async_copy_global_to_shared(a_desc, [off_m + HALF, kb * BK], full.index(s), a_bufs.index(2 * s + 1))
+            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BK], full.index(s), b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
+                  PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    BN: gl.constexpr = b_bufs.type.shape[1]
+    HALF: gl.constexpr = a_bufs.type.shape[1]
+    BK: gl.constexpr = a_bufs.type.shape[2]
+    # BN 256: two m64n128 wgmmas per K block, each promoted at once, so only one 64x128 block
+    # result is live beside the 64x256 accumulator (192 registers, no spill)
+    SUB: gl.constexpr = 128 if BN > 128 else BN
+    NSUB: gl.constexpr = BN // SUB
+    SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF  # the producer stages the scales
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, SUB, 32])
+    rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
+    num_pid_m = gl.cdiv(M, 2 * HALF)
+    num_pid_n = gl.cdiv(N, BN)
+    k_blocks = K // BK
+    zero = gl.zeros([HALF, SUB], gl.float32, layout)
+    it = 0
+    for t in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
+        off_m = pid_m * 2 * HALF + PART * HALF
+        off_n = pid_n * BN
+        acc0 = gl.zeros([HALF, SUB], gl.float32, layout)
+        if NSUB == 2:
+            acc1 = gl.zeros([HALF, SUB], gl.float32, layout)
+        # scales of K blocks 0 .. PREFETCH-1 now; in the loop, block kb + PREFETCH's are issued before
+        # block kb's barrier wait, so each load has PREFETCH K blocks of MMAs to arrive
+        if PREFETCH >= 1:
+            sa0 = _row_scales(as_ptr, off_m, 0, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+            sb0 = _col_scale(bs_ptr, off_n, 0, k_blocks, N, stride_bsn, stride_bsk)
+            if NSUB == 2:
+                sc0 = _col_scale(bs_ptr, off_n + SUB, 0, k_blocks, N, stride_bsn, stride_bsk)
+        if PREFETCH >= 2:
+            sa1 = _row_scales(as_ptr, off_m, 1, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+            sb1 = _col_scale(bs_ptr, off_n, 1, k_blocks, N, stride_bsn, stride_bsk)
+            if NSUB == 2:
+                sc1 = _col_scale(bs_ptr, off_n + SUB, 1, k_blocks, N, stride_bsn, stride_bsk)
+        for kb in range(k_blocks):
+            s = it % STAGES
+            if SMEM_SCALES:
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
+                sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)  # the weight scale, 64 times
+                if NSUB == 2:
+                    sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
+            else:
+                nxt = kb + PREFETCH
+                sa_n = _row_scales(as_ptr, off_m, nxt, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+                sb_n = _col_scale(bs_ptr, off_n, nxt, k_blocks, N, stride_bsn, stride_bsk)
+                if NSUB == 2:
+                    sc_n = _col_scale(bs_ptr, off_n + SUB, nxt, k_blocks, N, stride_bsn, stride_bsk)
+                # the scales of this block (loaded PREFETCH blocks ago) ...
+                if PREFETCH == 0:
+                    sa = sa_n
+                    sb = sb_n
+                    if NSUB == 2:
+                        sc = sc_n
+                else:
+                    sa = sa0
+                    sb = sb0
+                    if NSUB == 2:
+                        sc = sc0
+                # ... and the rotation of the in-flight ones
+                if PREFETCH == 1:
+                    sa0 = sa_n
+                    sb0 = sb_n
+                    if NSUB == 2:
+                        sc0 = sc_n
+                if PREFETCH == 2:
+                    sa0 = sa1
+                    sb0 = sb1
+                    sa1 = sa_n
+                    sb1 = sb_n
+                    if NSUB == 2:
+                        sc0 = sc1
+                        sc1 = sc_n
+                mbarrier.wait(full.index(s), (it // STAGES) & 1)
+            a_s = a_bufs.index(2 * s + PART)
+            b_s = b_bufs.index(s)
+            if NSUB == 2:
+                b_0 = b_s.slice(0, SUB)
+                blk = warpgroup_mma(a_s, b_0.permute((1, 0)), zero, use_acc=False, is_async=True)
+                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
+                acc0 += blk * gl.expand_dims(sa * sb, 1)
+                b_1 = b_s.slice(SUB, SUB)
+                # (the first half's result as the ignored input accumulator: its registers are
+                # reused, so ptxas cannot keep both halves' results live and spill)
+                blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
+                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
+                mbarrier.arrive(empty.index(s))
+                acc1 += blk * gl.expand_dims(sa * sc, 1)
+            else:
+                blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
+                mbarrier.arrive(empty.index(s))
+                acc0 += blk * gl.expand_dims(sa * sb, 1)
+            it += 1
+        _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * NSUB,
+                      HALF, SUB, layout, TMA_STORE, 0)
+        if NSUB == 2:
+            # (the second column block of the last tile column may lie wholly past N)
+            if off_n + SUB < N:
+                _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
+                              PART * NSUB + 1, HALF, SUB, layout, TMA_STORE, 1)
+    if TMA_STORE:
+        tma.store_wait(0)
+
+
+# (constexprs do not cross gl.warp_specialize in Triton 3.6: one wrapper per (part, prefetch, store))
+@gluon.jit
+def _ws2_c0_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, False)
+
+
+@gluon.jit
+def _ws2_c1_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, False)
+
+
+@gluon.jit
+def _ws2_c0_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, False)
+
+
+@gluon.jit
+def _ws2_c1_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, False)
+
+
+@gluon.jit
+def _ws2_c0_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, True)
+
+
+@gluon.jit
+def _ws2_c1_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, True)
+
+
+@gluon.jit
+def _ws2_c0_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, True)
+
+
+@gluon.jit
+def _ws2_c1_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, True)
+
+
+@gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
+def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+                    stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                    BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr):
+    HALF: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    SUB: gl.constexpr = 128 if BN > 128 else BN
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [2 * STAGES, HALF, BK], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    if TMA_STORE:
+        # one [64, SUB] output buffer per consumer and 128-wide column block
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * (BN // SUB), HALF, SUB], c_desc.layout)
+    else:
+        c_smem = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+    flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])  # (rank of one slot: .index() keeps it)
+    if SMEM_SCALES:
+        # per slot: the 128 rows' activation scales, and each column block's weight scale 64 times
+        sa_smem = gl.allocate_shared_memory(gl.float32, [STAGES, 2 * HALF], flat)
+        sb_smem = gl.allocate_shared_memory(gl.float32, [STAGES, (BN // SUB) * HALF], flat)
+    else:
+        sa_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)  # (unused: shape says "not staged")
+        sb_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    fence_async_shared()
+    consumer_args = (a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N,
+                     K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
+    producer_args = (a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+                     stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
+    if TMA_STORE:
+        if PREFETCH == 2:
+            gl.warp_specialize([(_ws2_c0_p2_s1, consumer_args), (_ws2_c1_p2_s1, consumer_args),
+                                (_ws2_producer, producer_args)], [4, 1],
+                               [CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            gl.warp_specialize([(_ws2_c0_p0_s1, consumer_args), (_ws2_c1_p0_s1, consumer_args),
+                                (_ws2_producer, producer_args)], [4, 1],
+                               [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        if PREFETCH == 2:
+            gl.warp_specialize([(_ws2_c0_p2_s0, consumer_args), (_ws2_c1_p2_s0, consumer_args),
+                                (_ws2_producer, producer_args)], [4, 1],
+                               [CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            gl.warp_specialize([(_ws2_c0_p0_s0, consumer_args), (_ws2_c1_p0_s0, consumer_args),
+                                (_ws2_producer, producer_args)], [4, 1],
+                               [CONSUMER_REGS, PRODUCER_REGS])
+
+
 # ------------------------------------------------------------------------------------------------
 # Host side
 # ------------------------------------------------------------------------------------------------
@@ -392,6 +726,20 @@ def _num_sms(device: torch.device) -> int:
     return _SMS[idx]
 
 
+def tma_storable(out: torch.Tensor) -> bool:
+    """Whether ws2 may write ``out`` with TMA stores: a 16-bit row-major tensor with 16-byte aligned
+    base and rows (fp32 out would need 128 KiB of staging at BN 256: it takes the plain stores)."""
+    return (out.dtype in (torch.bfloat16, torch.float16) and out.dim() == 2 and out.stride(1) == 1
+            and not out.data_ptr() % 16 and not (out.stride(0) * out.element_size()) % 16)
+
+
+def _out_descriptor(out: torch.Tensor, block_n: int):
+    sub = min(block_n, 128)
+    elt = gl.bfloat16 if out.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, sub], elt)
+    return TensorDescriptor(out, list(out.shape), list(out.stride()), [BLOCK_M // 2, sub], layout)
+
+
 def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
     """Launch with no checks beyond the descriptors' own; returns Triton's compiled kernel."""
     m, k = x_q.shape
@@ -404,6 +752,13 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
     grid = (min(tiles, _num_sms(x_q.device)),)
     args = (a_desc, b_desc, out, x_scale, w_scale, m, n, k, out.stride(0), out.stride(1),
             x_scale.stride(0), x_scale.stride(1), w_scale.stride(0), w_scale.stride(1))
+    if cfg.variant == "ws2":
+        store = cfg.tma_store and tma_storable(out)
+        c_desc = _out_descriptor(out, cfg.block_n) if store else out
+        return gemm_ws2_kernel[grid](a_desc, b_desc, c_desc, *args[2:], BN=cfg.block_n, STAGES=cfg.stages,
+                                     GROUP_M=cfg.group_m, PRODUCER_REGS=cfg.producer_regs,
+                                     CONSUMER_REGS=cfg.consumer_regs, PREFETCH=2 if cfg.scales == "ahead" else 0,
+                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem", num_warps=4)
     if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -483,14 +838,29 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
            "M": "i32", "N": "i32", "K": "i32", "stride_cm": "i32", "stride_cn": "i32",
            "stride_asm": "i32", "stride_ask": "i32", "stride_bsn": "i32", "stride_bsk": "i32"}
     consts = {"BN": cfg.block_n, "STAGES": cfg.stages, "GROUP_M": cfg.group_m}
-    if cfg.variant in ("ws", "ws_lag"):
+    if cfg.variant == "ws2":
+        fn, num_warps = gemm_ws2_kernel, 4
+        consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
+                      PREFETCH=2 if cfg.scales == "ahead" else 0, TMA_STORE=cfg.tma_store and out_dtype != "fp32",
+                      SMEM_SCALES=cfg.scales == "smem")
+        sub = min(cfg.block_n, 128)
+        if consts["TMA_STORE"]:
+            c_elt = gl.bfloat16 if out_dtype == "bf16" else gl.float16
+            c_layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, sub], c_elt)
+            c_ty = f"tensordesc<{out_dtype}[{BLOCK_M // 2}, {sub}],{c_layout!r}>"
+        else:
+            c_ty = f"*{out_dtype}"
+        sig = {"a_desc": a_ty, "b_desc": b_ty, "c_desc": c_ty, **{k: v for k, v in sig.items() if k not in
+                                                                  ("a_desc", "b_desc")}}
+    elif cfg.variant in ("ws", "ws_lag"):
         fn, num_warps = gemm_ws_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
                       LAG=cfg.variant == "ws_lag")
     else:
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
-    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "num_warps"):
+    for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE",
+                 "SMEM_SCALES", "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
@@ -539,11 +909,16 @@ def _main(argv=None) -> int:
     p.add_argument("--variant", action="append", choices=VARIANTS)
     p.add_argument("--block-n", type=int, action="append")
     p.add_argument("--stages", type=int, action="append")
+    p.add_argument("--scales", action="append", choices=SCALE_SOURCES, help="ws2's scale source")
+    p.add_argument("--no-tma-store", action="store_true", help="ws2 with plain stores")
     args = p.parse_args(argv)
     for variant in args.variant or VARIANTS:
         for bn in args.block_n or (128,):
             for st in args.stages or (4, 5):
-                print(json.dumps(resources(GluonConfig(variant=variant, block_n=bn, stages=st))), flush=True)
+                for src in (args.scales or ("smem",)) if variant == "ws2" else ("smem",):
+                    cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scales=src,
+                                      tma_store=not args.no_tma_store)
+                    print(json.dumps(resources(cfg)), flush=True)
     return 0
 
 
