@@ -21,6 +21,13 @@ from rocm_fp8.toolchain import detect
 
 log = logging.getLogger("rocm_fp8")
 
+#: Float input in M buckets up to this, outside CUDA/HIP-graph capture: one launch of the GEMM that
+#: quantizes its activation in its prologue (kernels/triton_blockscale.BoundQuantGemm) instead of the
+#: fused quant kernel followed by the GEMM. Eager calls at small M are bound by host time (a launch
+#: costs more than the kernel runs), so one launch fewer wins even though every N tile re-quantizes
+#: its rows; inside a graph only GPU time counts, and the two-kernel path is the faster one there.
+PROLOGUE_MAX_M = 16
+
 
 class TritonBackend(Backend):
     name = "triton"
@@ -121,10 +128,57 @@ class TritonBackend(Backend):
         arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm)."""
         from rocm_fp8.kernels.triton_blockscale import bind
 
+        key = ("bound", out_dtype, m_bucket)
+        bound = prepared.extra.get(key)
+        if bound is None:
+            cfg = self.config_for(m_bucket, prepared.n, prepared.k)
+            # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
+            # it can run, else to the Triton kernel with the same tile
+            bound = prepared.extra[key] = bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+        return bound
+
+    def prologue_quant_applies(self, m_bucket: int, n: int, k: int, toolchain=None) -> bool:
+        """Whether eager float-input calls in this M bucket take the GEMM quantizing in its prologue:
+        small buckets (PROLOGUE_MAX_M) whose config is this backend's Triton kernel (not a Gluon one)."""
+        return m_bucket <= PROLOGUE_MAX_M and self.config_for(m_bucket, n, k, toolchain).kernel is None
+
+    def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
+        """Float input in a small M bucket: ``run(x)`` launches the GEMM that quantizes ``x`` in its
+        prologue (one launch, plus the split-K reduction where the config splits K) when the current
+        stream is not being captured into a CUDA/HIP graph, else the fused quant kernel and the bound
+        GEMM (what ``quantize_input`` + ``bind`` do). Both give the same bits. None (the dispatcher
+        quantizes, then calls ``bind``'s callable) for larger buckets and where the prologue cannot run."""
+        weight = prepared.weight
+        dev = weight.device
+        if group_size != 128 or fp8_dtype != weight.dtype or (dev.type == "cpu" and not _interpreting()):
+            return None
+        if not self.prologue_quant_applies(m_bucket, prepared.n, prepared.k):
+            return None
+        from rocm_fp8.kernels.triton_blockscale import BoundQuantGemm
+
         cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-        # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
-        # it can run, else to the Triton kernel with the same tile
-        return bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+        bound = self.bind(prepared, out_dtype, m_bucket)
+        quantize = self.quantize_input
+        fused: dict = {}  # input dtype -> BoundQuantGemm
+        capturing = torch.cuda.is_current_stream_capturing if dev.type == "cuda" else _never
+
+        def run(x):
+            if capturing() or x.dtype not in _QUANT_INPUTS:
+                return bound(*quantize(x, fp8_dtype, 128))
+            gemm = fused.get(x.dtype)
+            if gemm is None:
+                gemm = fused[x.dtype] = BoundQuantGemm(weight, prepared.weight_scale, out_dtype, cfg, x.dtype)
+            return gemm(x)
+
+        return run
+
+    def describe_float_input(self, problem: Problem, toolchain) -> str:
+        """How a float activation reaches the GEMM for ``problem`` (a note for ``explain``)."""
+        two = "the fused quant kernel, then the GEMM"
+        if problem.block_k == 128 and self.prologue_quant_applies(bucket(problem.m), problem.n, problem.k, toolchain):
+            return (f"float input (M<={PROLOGUE_MAX_M}): eager calls run the GEMM quantizing its activation in its "
+                    f"prologue (one launch); under CUDA/HIP-graph capture {two} (same bits)")
+        return f"float input: {two}, eager and captured"
 
     # -- hot path -----------------------------------------------------------------------------------
     def quantize_input(self, x, fp8_dtype, group_size: int = 128):
@@ -141,7 +195,7 @@ class TritonBackend(Backend):
         key = ("bound", out_dtype, bucket(x_q.shape[0]))
         bound = prepared.extra.get(key)
         if bound is None:
-            bound = prepared.extra[key] = self.bind(prepared, out_dtype, key[2])
+            bound = self.bind(prepared, out_dtype, key[2])
         return bound(x_q, x_scale)
 
 
@@ -156,6 +210,10 @@ def _quant():
 
         _quant_module = quant_fp8
     return _quant_module
+
+
+def _never() -> bool:
+    return False
 
 
 def _interpreting() -> bool:
