@@ -1,0 +1,191 @@
+"""The GEMM that quantizes its float activation in its prologue (``QUANT_A``, ``BoundQuantGemm``), on
+the CPU under TRITON_INTERPRET=1, and the triton backend's choice between it and the fused quant
+kernel + GEMM.
+
+Run plainly, this file re-runs itself in a child pytest that starts with TRITON_INTERPRET=1 (as
+test_triton_kernel.py does). The prologue path must give the bits of ``quantize_fp8`` followed by the
+``BoundGemm`` of the same config, at every M from 1 to 16 (the bucket it serves), with K ending in a
+partial 128-group, split-K, the FRAME accumulator, both FP8 flavours, every input and output dtype.
+The inputs are the ones that would produce NaN if the prologue went wrong: an all-zero group (scale
+1e-12: 0/0 if unguarded), values at the FP8 limit (the ratio rounds past 448/224 without a clamp, and
+e4m3fn has no inf: NaN), negative zeros, and M below BLOCK_M (rows wrapped onto real ones). The GPU
+twin (tests/gpu/test_gpu_fast_path.py) checks the same on the compiled kernel, eager and captured.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from rocm_fp8.quant import QUANT_MAX, quantize_weight  # noqa: E402
+from numerics import assert_close, reference_linear  # noqa: E402
+
+FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="already running under the interpreter")
+def test_prologue_suite_under_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"interpreted prologue tests failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    if not INTERPRETED:
+        pytest.skip("runs in test_prologue_suite_under_interpreter's child process")
+    from rocm_fp8.kernels import quant_fp8, triton_blockscale
+
+    return triton_blockscale, quant_fp8
+
+
+def hard_activation(m, k, dtype, seed):
+    """Fresh random activations with the cases that break a careless prologue: an all-zero group,
+    one element per group at the group's max (its ratio is exactly the FP8 limit, or a hair past it
+    with a reciprocal), magnitudes spread over decades, negative zeros."""
+    g = torch.Generator().manual_seed(seed)
+    span = 2.0 if dtype == torch.float16 else 4.0
+    x = torch.randn(m, k, generator=g) * torch.logspace(-span, span, k)[torch.randperm(k, generator=g)]
+    x[0, :min(k, 128)] = 0.0
+    if m > 1:
+        x[m - 1, 1:k:5] = -0.0
+    x[:, 3] = x.abs().amax(dim=1) * torch.where(torch.rand(m, generator=g) < 0.5, -1.0, 1.0)
+    return x.to(dtype)
+
+
+def weight(n, k, fp8, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * 0.05
+    return quantize_weight(w, (128, 128), fp8)
+
+
+def both_paths(kernels, x, w_q, w_s, out_dtype, cfg):
+    tb, quant = kernels
+    fused = tb.BoundQuantGemm(w_q, w_s, out_dtype, cfg, x.dtype)(x)
+    two = tb.BoundGemm(w_q, w_s, out_dtype, cfg)(*quant.quantize_fp8(x, w_q.dtype, 128, "row"))
+    return fused, two
+
+
+def same_bits(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert not torch.isnan(a).any(), f"{torch.isnan(a).sum().item()} NaN in the prologue path's output"
+    assert torch.equal(a, b), (
+        f"prologue path differs from quant + GEMM: max |diff| {(a.double() - b.double()).abs().max().item():.3e}")
+
+
+# The small-M configs the backend uses (tables and default): BLOCK_M 16 > M, split-K with an uneven
+# split of K's groups, FRAME, a 128-wide N tile, persistent.
+CONFIGS = {
+    "table_m16_split8": dict(block_m=16, block_n=64, group_m=1, split_k=8, num_warps=4, num_stages=4),
+    "split1_frame": dict(block_m=16, block_n=64, group_m=1, split_k=1, frame=True),
+    "n128_split3_frame": dict(block_m=16, block_n=128, group_m=1, split_k=3, frame=True),
+    "persistent_split2": dict(block_m=16, block_n=64, group_m=1, split_k=2, persistent=True),
+}
+
+
+@pytest.mark.parametrize("m", range(1, 17))
+def test_every_m_of_the_bucket_is_bit_identical_and_finite(kernels, m):
+    """The reproducer for the NaN the first prologue experiment showed at M <= 16 on the H200."""
+    tb, _ = kernels
+    w_q, w_s = weight(96, 424, FN, seed=m)  # K = 3 x 128 + 40: a partial last group; N: a partial tile
+    x = hard_activation(m, 424, torch.bfloat16, seed=100 + m)
+    cfg = tb.KernelConfig(**CONFIGS["table_m16_split8"])
+    fused, two = both_paths(kernels, x, w_q, w_s, torch.bfloat16, cfg)
+    same_bits(fused, two)
+    x_q, x_s = kernels[1].quantize_fp8(x, FN, 128, "row")
+    assert_close(fused, reference_linear(x_q, x_s, w_q, w_s), 1e-2)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("in_dtype,out_dtype,fp8", [
+    (torch.bfloat16, torch.float32, FN), (torch.float16, torch.float16, FN), (torch.float32, torch.bfloat16, FN),
+    (torch.bfloat16, torch.bfloat16, FNUZ)])
+def test_configs_dtypes_and_flavours(kernels, config, in_dtype, out_dtype, fp8):
+    tb, quant = kernels
+    n, k = 160, 640
+    w_q, w_s = weight(n, k, fp8, seed=7)
+    cfg = tb.KernelConfig(**CONFIGS[config])
+    for m, seed in ((1, 1), (11, 2)):
+        x = hard_activation(m, k, in_dtype, seed)
+        fused, two = both_paths(kernels, x, w_q, w_s, out_dtype, cfg)
+        same_bits(fused, two)
+        x_q, x_s = quant.quantize_fp8(x, fp8, 128, "row")
+        assert x_q.float().abs().max().item() <= QUANT_MAX[fp8]
+        assert_close(fused, reference_linear(x_q, x_s, w_q, w_s), 1e-2 if out_dtype != torch.float32 else 1e-3)
+
+
+def test_strided_activation_takes_the_jit_launch(kernels):
+    """Rows longer than K (a slice of a wider tensor): same bits through the JIT launch."""
+    tb, quant = kernels
+    w_q, w_s = weight(64, 256, FN, seed=3)
+    wide = hard_activation(5, 384, torch.bfloat16, seed=4)
+    x = wide[:, 64:320]
+    cfg = tb.KernelConfig(**CONFIGS["split1_frame"])
+    fused = tb.BoundQuantGemm(w_q, w_s, torch.bfloat16, cfg, torch.bfloat16)(x)
+    same_bits(fused, tb.BoundGemm(w_q, w_s, torch.bfloat16, cfg)(*quant.quantize_fp8(x.contiguous(), FN, 128)))
+
+
+def test_bad_input_dtype_is_named(kernels):
+    tb, _ = kernels
+    w_q, w_s = weight(64, 128, FN, seed=5)
+    cfg = tb.KernelConfig(**CONFIGS["split1_frame"])
+    with pytest.raises(TypeError, match="input_dtype: expected torch.bfloat16"):
+        tb.BoundQuantGemm(w_q, w_s, torch.bfloat16, cfg, torch.float8_e4m3fn)
+    bound = tb.BoundQuantGemm(w_q, w_s, torch.bfloat16, cfg, torch.bfloat16)
+    with pytest.raises(TypeError, match=r"x: expected torch.bfloat16 .*got torch.float16"):
+        bound(torch.randn(2, 128).half())
+
+
+# -- the backend's choice and the dispatcher ------------------------------------------------------------
+def test_backend_takes_the_prologue_only_in_small_buckets(kernels):
+    from rocm_fp8.backends.triton import PROLOGUE_MAX_M, TritonBackend
+
+    be = TritonBackend()
+    w_q, w_s = weight(96, 424, FN, seed=9)
+    prepared = be.prepare_weight(w_q, w_s)
+    assert be.bind_float_input(prepared, torch.bfloat16, PROLOGUE_MAX_M * 2, FN, 128) is None
+    run = be.bind_float_input(prepared, torch.bfloat16, PROLOGUE_MAX_M, FN, 128)
+    assert run is not None
+    bound = be.bind(prepared, torch.bfloat16, PROLOGUE_MAX_M)
+    for m, dtype in ((PROLOGUE_MAX_M, torch.bfloat16), (3, torch.float16), (1, torch.float32)):
+        x = hard_activation(m, 424, dtype, seed=m)
+        same_bits(run(x), bound(*be.quantize_input(x, FN)))
+
+
+@pytest.mark.parametrize("m", [1, 13, 40])
+def test_op_float_input_equals_fp8_input(kernels, m):
+    """Through the functional op: bf16 input (prologue path at M <= 16, quant + GEMM above) gives the
+    bits of the FP8 input quantized by the backend's quant kernel."""
+    import rocm_fp8
+    from rocm_fp8 import dispatch
+    from rocm_fp8.backends.triton import PROLOGUE_MAX_M
+
+    w_q, w_s = weight(96, 424, FN, seed=11)
+    x = hard_activation(m, 424, torch.bfloat16, seed=12)
+    y = rocm_fp8.w8a8_block_fp8_linear(x, w_q, w_s, backend="triton")
+    x_q, x_s = kernels[1].quantize_fp8(x, FN, 128, "row")
+    same_bits(y, rocm_fp8.w8a8_block_fp8_linear(x_q, w_q, w_s, input_scale=x_s, backend="triton"))
+    calls = [c for key, c in dispatch.plan_for(w_q, w_s, (128, 128)).calls.items() if key[2]]
+    assert len(calls) == 1 and (calls[0].fn_float is not None) == (m <= PROLOGUE_MAX_M)
+
+
+def test_explain_names_the_float_input_path(kernels):
+    import rocm_fp8
+
+    small = rocm_fp8.explain(2048, 3072, 4, backend="triton").notes
+    large = rocm_fp8.explain(2048, 3072, 64, backend="triton").notes
+    assert any("eager calls run the GEMM quantizing its activation in its prologue" in n and "capture" in n
+               for n in small), small
+    assert any(n.startswith("float input: the fused quant kernel, then the GEMM, eager and captured") for n in large)
