@@ -189,3 +189,56 @@ def test_explain_names_the_float_input_path(kernels):
     assert any("eager calls run the GEMM quantizing its activation in its prologue" in n and "capture" in n
                for n in small), small
     assert any(n.startswith("float input: the fused quant kernel, then the GEMM, eager and captured") for n in large)
+
+
+def test_first_call_cross_checks_and_a_disagreeing_prologue_is_dropped(kernels, monkeypatch, caplog):
+    """The first eager call per input dtype runs both paths; a prologue kernel whose bits differ (here
+    one that plants a NaN, as the first experiment's did on the H200) is dropped for the layer, with a
+    warning, and every call returns the two-kernel bits."""
+    from rocm_fp8.backends.triton import TritonBackend
+
+    tb, _ = kernels
+    calls = {"good": 0, "bad": 0}
+
+    class Counting(tb.BoundQuantGemm):
+        def __call__(self, x):
+            calls["good"] += 1
+            return super().__call__(x)
+
+    class PlantsNaN(tb.BoundQuantGemm):
+        def __call__(self, x):
+            calls["bad"] += 1
+            y = super().__call__(x)
+            y[0, 0] = float("nan")
+            return y
+
+    be = TritonBackend()
+    w_q, w_s = weight(96, 424, FN, seed=21)
+    xs = [hard_activation(m, 424, torch.bfloat16, seed=30 + m) for m in (2, 7, 16)]
+
+    monkeypatch.setattr(tb, "BoundQuantGemm", Counting)
+    prepared = be.prepare_weight(w_q, w_s)
+    run = be.bind_float_input(prepared, torch.bfloat16, 16, FN, 128)
+    bound = be.bind(prepared, torch.bfloat16, 16)
+    for x in xs:
+        same_bits(run(x), bound(*be.quantize_input(x, FN)))
+    assert calls["good"] == 3  # the first call's cross-check, then every call
+
+    monkeypatch.setattr(tb, "BoundQuantGemm", PlantsNaN)
+    prepared = be.prepare_weight(w_q, w_s)
+    run = be.bind_float_input(prepared, torch.bfloat16, 16, FN, 128)
+    with caplog.at_level("WARNING", logger="rocm_fp8"):
+        ys = [run(x) for x in xs]
+    assert calls["bad"] == 1
+    assert "disagrees with quant kernel + GEMM" in caplog.text and "+1 NaN" in caplog.text
+    for x, y in zip(xs, ys):
+        same_bits(y, bound(*be.quantize_input(x, FN)))
+
+
+def test_same_bits_counts_nan_as_equal_bits():
+    from rocm_fp8.backends.triton import same_bits as bits_equal
+
+    a = torch.tensor([1.0, float("nan"), -0.0], dtype=torch.bfloat16)
+    assert bits_equal(a, a.clone())
+    assert not bits_equal(a, torch.tensor([1.0, float("nan"), 0.0], dtype=torch.bfloat16))
+    assert not bits_equal(a, a.float())

@@ -147,7 +147,12 @@ class TritonBackend(Backend):
         prologue (one launch, plus the split-K reduction where the config splits K) when the current
         stream is not being captured into a CUDA/HIP graph, else the fused quant kernel and the bound
         GEMM (what ``quantize_input`` + ``bind`` do). Both give the same bits. None (the dispatcher
-        quantizes, then calls ``bind``'s callable) for larger buckets and where the prologue cannot run."""
+        quantizes, then calls ``bind``'s callable) for larger buckets and where the prologue cannot run.
+
+        The first eager call per input dtype runs both paths and compares their bits: it compiles and
+        warms the two-kernel path before any graph capture needs it, and where the prologue kernel
+        disagrees (a compiler problem on some GPU) the layer keeps the two-kernel path, with a warning.
+        """
         weight = prepared.weight
         dev = weight.device
         if group_size != 128 or fp8_dtype != weight.dtype or (dev.type == "cpu" and not _interpreting()):
@@ -159,16 +164,32 @@ class TritonBackend(Backend):
         cfg = self.config_for(m_bucket, prepared.n, prepared.k)
         bound = self.bind(prepared, out_dtype, m_bucket)
         quantize = self.quantize_input
-        fused: dict = {}  # input dtype -> BoundQuantGemm
+        fused: dict = {}  # input dtype -> BoundQuantGemm, or None where its first result disagreed
         capturing = torch.cuda.is_current_stream_capturing if dev.type == "cuda" else _never
+
+        def two_kernels(x):
+            return bound(*quantize(x, fp8_dtype, 128))
+
+        def first_call(x):
+            gemm = BoundQuantGemm(weight, prepared.weight_scale, out_dtype, cfg, x.dtype)
+            y = gemm(x)
+            want = two_kernels(x)
+            if same_bits(y, want):
+                fused[x.dtype] = gemm
+            else:
+                fused[x.dtype] = None
+                log.warning("triton: N=%d K=%d M<=%d %s input: the GEMM quantizing in its prologue disagrees with "
+                            "quant kernel + GEMM here (%s); this layer keeps the two-kernel path",
+                            prepared.n, prepared.k, m_bucket, x.dtype, _disagreement(y, want))
+            return want
 
         def run(x):
             if capturing() or x.dtype not in _QUANT_INPUTS:
-                return bound(*quantize(x, fp8_dtype, 128))
-            gemm = fused.get(x.dtype)
-            if gemm is None:
-                gemm = fused[x.dtype] = BoundQuantGemm(weight, prepared.weight_scale, out_dtype, cfg, x.dtype)
-            return gemm(x)
+                return two_kernels(x)
+            gemm = fused.get(x.dtype, _UNSEEN)
+            if gemm is _UNSEEN:
+                return first_call(x)
+            return two_kernels(x) if gemm is None else gemm(x)
 
         return run
 
@@ -212,8 +233,25 @@ def _quant():
     return _quant_module
 
 
+_UNSEEN = object()
+
+
 def _never() -> bool:
     return False
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes, dtypes and bits (NaN included: ``torch.equal`` would call two NaNs different)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    as_int = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}.get(a.dtype)
+    return torch.equal(a.view(as_int), b.view(as_int)) if as_int is not None else torch.equal(a, b)
+
+
+def _disagreement(y: torch.Tensor, want: torch.Tensor) -> str:
+    nan = int(torch.isnan(y).sum()) - int(torch.isnan(want).sum())
+    diff = (y.float() - want.float()).abs().nan_to_num(float("inf")).max().item()
+    return f"{nan:+d} NaN, max |diff| {diff:.3g}"
 
 
 def _interpreting() -> bool:
