@@ -223,13 +223,14 @@ def test_first_call_cross_checks_and_a_disagreeing_prologue_is_dropped(kernels, 
     for x in xs:
         same_bits(run(x), bound(*be.quantize_input(x, FN)))
     assert calls["good"] == 3  # the first call's cross-check, then every call
+    assert isinstance(run.prologue_kernels[torch.bfloat16], Counting)
 
     monkeypatch.setattr(tb, "BoundQuantGemm", PlantsNaN)
     prepared = be.prepare_weight(w_q, w_s)
     run = be.bind_float_input(prepared, torch.bfloat16, 16, FN, 128)
     with caplog.at_level("WARNING", logger="rocm_fp8"):
         ys = [run(x) for x in xs]
-    assert calls["bad"] == 1
+    assert calls["bad"] == 1 and run.prologue_kernels[torch.bfloat16] is None
     assert "disagrees with quant kernel + GEMM" in caplog.text and "+1 NaN" in caplog.text
     for x, y in zip(xs, ys):
         same_bits(y, bound(*be.quantize_input(x, FN)))

@@ -191,6 +191,7 @@ class TritonBackend(Backend):
                 return first_call(x)
             return two_kernels(x) if gemm is None else gemm(x)
 
+        run.prologue_kernels = fused  # for tests and diagnostics: which dtypes kept the prologue path
         return run
 
     def describe_float_input(self, problem: Problem, toolchain) -> str:
