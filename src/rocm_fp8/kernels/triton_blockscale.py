@@ -9,7 +9,8 @@ Layout: the Triton code (the tile body, the kernel: plain grid or persistent, op
 an fp32 workspace plus a reduction kernel, optional TMA loads) is in
 :mod:`rocm_fp8.kernels.blockscale_jit`; this file holds the host side: the config type, the
 launcher :func:`blockscale_gemm`, which checks its inputs and names the offending argument, and
-:class:`BoundGemm`, the launch bound to one weight that the ``triton`` backend runs.
+:class:`BoundGemm`, the launch bound to one weight that the ``triton`` backend runs, and
+:class:`BoundQuantGemm`, the same for a float activation quantized in the GEMM's prologue.
 
 Feature detection happens once at import: tensor descriptors (TMA) are used only where this Triton
 has them and the device is Hopper or newer; under ``TRITON_INTERPRET=1`` everything runs on the CPU.
