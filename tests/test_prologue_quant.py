@@ -243,3 +243,61 @@ def test_same_bits_counts_nan_as_equal_bits():
     assert bits_equal(a, a.clone())
     assert not bits_equal(a, torch.tensor([1.0, float("nan"), 0.0], dtype=torch.bfloat16))
     assert not bits_equal(a, a.float())
+
+
+# -- the prologue kernel compiled for AMD (no GPU needed: Triton's HIP backend runs in-process) --------
+AMD = {"gfx942": "e4m3fnuz", "gfx950": "e4m3fn"}
+
+
+def _prologue_jobs(arch):
+    """The size-based default configs of the prologue buckets (M <= 16) on ``arch`` (16-row tiles: what
+    a table row for small M looks like), for a model shape and one whose K ends in a partial group,
+    with every float input dtype. The AMD tables' own 128-row default does not take the prologue."""
+    from rocm_fp8.backends.triton import PROLOGUE_MAX_M, TritonBackend
+    from rocm_fp8.kernels.triton_blockscale import default_config
+    from rocm_fp8.toolchain import Toolchain
+
+    be, tc = TritonBackend(), Toolchain.hypothetical(arch=arch, aiter=False)
+    jobs = {}
+    for n, k in ((2112, 7168), (4096, 1552)):
+        for b in (1, 2, 4, 8, PROLOGUE_MAX_M):
+            assert not be.prologue_quant_applies(b, n, k, tc)  # the table default: block_m 128
+            cfg = default_config(b, n, k, arch)
+            for dtype in ("bfloat16", "float16", "float32"):
+                job = {"config": cfg.to_dict(), "arch": arch, "n": n, "k": k, "fp8": AMD[arch], "input_dtype": dtype}
+                jobs[repr(sorted(job["config"].items())) + f"{n % 16}{k % 128}{dtype}"] = job
+    return list(jobs.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="compiles for AMD; the interpreter replaces the kernel")
+@pytest.mark.parametrize("arch", sorted(AMD))
+def test_prologue_kernel_compiles_clean_for_amd(arch):
+    """FP8 MFMA (the quantized tile is not widened to f16), no spills or scratch, LDS within the arch's
+    limit: with this venv's Triton, and with Triton 3.6 where ci/setup-amd-cross.sh installed it."""
+    from rocm_fp8.kernels import amd_compile
+
+    jobs = _prologue_jobs(arch)
+    assert jobs
+    for job in jobs:
+        rep = amd_compile.run_job(job)
+        assert "report" in rep, rep
+        report = amd_compile.ResourceReport.from_dict(rep["report"])
+        assert report.problems() == [], f"{job}: {report.summary()}"
+    py = os.environ.get("ROCM_FP8_TRITON36_PYTHON") or str(Path(__file__).resolve().parents[1] / ".venv-triton36"
+                                                           / "bin" / "python")
+    if not Path(py).is_file():
+        pytest.skip(f"no Triton 3.6 interpreter at {py} (bash ci/setup-amd-cross.sh); checked with this Triton only")
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([py, "-m", "rocm_fp8.kernels.amd_compile"], input=json.dumps(jobs), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["triton"].startswith("3.6")
+    for r in out["results"]:
+        assert "report" in r, r
+        report = amd_compile.ResourceReport.from_dict(r["report"])
+        assert report.problems() == [], f"{r['job']}: {report.summary()}"

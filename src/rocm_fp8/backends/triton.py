@@ -27,6 +27,10 @@ log = logging.getLogger("rocm_fp8")
 #: costs more than the kernel runs), so one launch fewer wins even though every N tile re-quantizes
 #: its rows; inside a graph only GPU time counts, and the two-kernel path is the faster one there.
 PROLOGUE_MAX_M = 16
+#: ... and only with tiles of at most this many rows: each N tile re-quantizes all of its BLOCK_M rows
+#: (rows past M are copies of real ones), so a tall tile multiplies the prologue's work; the AMD
+#: tables' 128-row default (8 warps, waves_per_eu 2) even spills a VGPR with it on gfx950.
+PROLOGUE_MAX_BLOCK_M = 32
 
 
 class TritonBackend(Backend):
@@ -139,8 +143,12 @@ class TritonBackend(Backend):
 
     def prologue_quant_applies(self, m_bucket: int, n: int, k: int, toolchain=None) -> bool:
         """Whether eager float-input calls in this M bucket take the GEMM quantizing in its prologue:
-        small buckets (PROLOGUE_MAX_M) whose config is this backend's Triton kernel (not a Gluon one)."""
-        return m_bucket <= PROLOGUE_MAX_M and self.config_for(m_bucket, n, k, toolchain).kernel is None
+        small buckets (PROLOGUE_MAX_M) whose config is this backend's Triton kernel (not a Gluon one)
+        with a tile of at most PROLOGUE_MAX_BLOCK_M rows."""
+        if m_bucket > PROLOGUE_MAX_M:
+            return False
+        cfg = self.config_for(m_bucket, n, k, toolchain)
+        return cfg.kernel is None and cfg.block_m <= PROLOGUE_MAX_BLOCK_M
 
     def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
         """Float input in a small M bucket: ``run(x)`` launches the GEMM that quantizes ``x`` in its
@@ -200,6 +208,9 @@ class TritonBackend(Backend):
         if problem.block_k == 128 and self.prologue_quant_applies(bucket(problem.m), problem.n, problem.k, toolchain):
             return (f"float input (M<={PROLOGUE_MAX_M}): eager calls run the GEMM quantizing its activation in its "
                     f"prologue (one launch); under CUDA/HIP-graph capture {two} (same bits)")
+        if problem.m <= PROLOGUE_MAX_M:
+            return (f"float input: {two}, eager and captured (the prologue route needs a Triton tile of at most "
+                    f"{PROLOGUE_MAX_BLOCK_M} rows)")
         return f"float input: {two}, eager and captured"
 
     # -- hot path -----------------------------------------------------------------------------------
