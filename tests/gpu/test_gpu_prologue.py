@@ -88,7 +88,7 @@ def _capture(fn):
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_eager_prologue_and_captured_two_kernels_give_the_same_bits(backend, m):
     from rocm_fp8 import dispatch
-    from rocm_fp8.backends.triton import PROLOGUE_MAX_M
+    from rocm_fp8.backends.triton import TritonBackend
 
     n, k = 2112, 7168
     w_q, w_s = weight(n, k, seed=m + 1)
@@ -101,8 +101,8 @@ def test_eager_prologue_and_captured_two_kernels_give_the_same_bits(backend, m):
     eager = [op() for _ in range(3)]  # the first call cross-checks, the later ones take the prologue alone
     calls = [c for key, c in dispatch.plan_for(w_q, w_s, (128, 128)).calls.items() if key[2]]
     chosen = calls[0].backend.name
-    if chosen == "triton":
-        assert m <= PROLOGUE_MAX_M and calls[0].fn_float is not None, "eager float input should take the prologue"
+    if chosen == "triton" and TritonBackend().prologue_quant_applies(m, n, k):
+        assert calls[0].fn_float is not None, "eager float input should take the prologue"
         kept = calls[0].fn_float.prologue_kernels.get(torch.bfloat16)
         assert kept is not None, "the first call's cross-check dropped the prologue path (it disagreed; see the log)"
     graph, captured = _capture(op)
@@ -153,9 +153,10 @@ def check_every_m(n, k, cfg, in_dtype=torch.bfloat16, out_dtype=torch.bfloat16):
 def test_prologue_with_the_backends_small_m_config(n, k):
     from rocm_fp8.backends.triton import PROLOGUE_MAX_M, TritonBackend
 
-    cfg = TritonBackend().config_for(PROLOGUE_MAX_M, n, k)
-    if cfg.kernel is not None:
-        pytest.skip(f"the table's M<={PROLOGUE_MAX_M} config is the {cfg.kernel} kernel (no prologue path)")
+    backend = TritonBackend()
+    cfg = backend.config_for(PROLOGUE_MAX_M, n, k)
+    if not backend.prologue_quant_applies(PROLOGUE_MAX_M, n, k):
+        pytest.skip(f"the M<={PROLOGUE_MAX_M} config here takes no prologue route: {cfg.to_dict()}")
     check_every_m(n, k, cfg)
 
 
