@@ -11,7 +11,8 @@ OUT=${OUT:-out}
 mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "== $1 ($(( $(date +%s) - t0 ))s)"; }
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
+torch.cuda.get_device_name())"
 stamp "GPU tests: prologue GEMM (bits, NaN, eager vs captured vs compiled), then the fast-path capture/compile tests"
 # SIGINT first: pytest still writes the junit report of the tests that ran
 timeout -s INT -k 10 90 python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$OUT/gpu-tests-prologue.xml" \
