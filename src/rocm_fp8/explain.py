@@ -27,7 +27,10 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
     The decision also says how the output dtype is produced (a note "<backend> writes float32" or
     "<backend> computes bfloat16, cast once to float32"). ``weight`` (a tensor the op has run with)
     or ``failed`` ({backend: why}) add the backends that failed at run time for that weight: auto
-    skipped them, and they appear in ``considered`` and ``notes``.
+    skipped them, and they appear in ``considered`` and ``notes``. Where the chosen backend says how a
+    float (bf16/fp16/fp32) input reaches its GEMM (``describe_float_input``), that is a note too: for
+    ``triton`` at small M, the one-launch prologue route in eager calls and quant kernel + GEMM under
+    CUDA/HIP-graph capture.
     """
     for name, v in (("n", n), ("k", k), ("m", m)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
