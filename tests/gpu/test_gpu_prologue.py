@@ -103,9 +103,19 @@ def test_eager_prologue_and_captured_two_kernels_give_the_same_bits(backend, m):
     chosen = calls[0].backend.name
     if chosen == "triton" and TritonBackend().prologue_quant_applies(m, n, k):
         assert calls[0].fn_float is not None, "eager float input should take the prologue"
-        kept = calls[0].fn_float.prologue_kernels.get(torch.bfloat16)
+        kernels = calls[0].fn_float.prologue_kernels
+        kept = kernels.get(torch.bfloat16)
         assert kept is not None, "the first call's cross-check dropped the prologue path (it disagreed; see the log)"
+        launches = []
+
+        def counted(x):  # which route each call takes: eager calls count, captured ones must not
+            launches.append(torch.cuda.is_current_stream_capturing())
+            return kept(x)
+
+        kernels[torch.bfloat16] = counted
     graph, captured = _capture(op)
+    if chosen == "triton" and TritonBackend().prologue_quant_applies(m, n, k):
+        assert launches == [False], f"the capture took the prologue route (calls, capturing?): {launches}"
     for _ in range(2):
         graph.replay()
         torch.cuda.synchronize()
