@@ -301,3 +301,29 @@ def test_prologue_kernel_compiles_clean_for_amd(arch):
         assert "report" in r, r
         report = amd_compile.ResourceReport.from_dict(r["report"])
         assert report.problems() == [], f"{r['job']}: {report.summary()}"
+
+
+def test_a_prologue_that_cannot_run_leaves_the_two_kernel_route(kernels, monkeypatch, caplog):
+    """A prologue kernel that fails to launch (as an out-of-resources compile would) costs the layer
+    nothing but the warning: the call returns the two-kernel bits, and so do later ones."""
+    from rocm_fp8.backends.triton import TritonBackend
+
+    tb, _ = kernels
+
+    class CannotRun(tb.BoundQuantGemm):
+        def __call__(self, x):
+            raise RuntimeError("out of resources: shared memory, Required: 300000, Hardware limit: 232448")
+
+    monkeypatch.setattr(tb, "BoundQuantGemm", CannotRun)
+    be = TritonBackend()
+    w_q, w_s = weight(96, 424, FN, seed=41)
+    prepared = be.prepare_weight(w_q, w_s)
+    run = be.bind_float_input(prepared, torch.bfloat16, 8, FN, 128)
+    bound = be.bind(prepared, torch.bfloat16, 8)
+    with caplog.at_level("WARNING", logger="rocm_fp8"):
+        for m in (3, 8):
+            x = hard_activation(m, 424, torch.float16, seed=m)
+            same_bits(run(x), bound(*be.quantize_input(x, FN)))
+    assert run.prologue_kernels[torch.float16] is None
+    assert caplog.text.count("cannot run here (RuntimeError: out of resources") == 1
+

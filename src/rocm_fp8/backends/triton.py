@@ -159,7 +159,8 @@ class TritonBackend(Backend):
 
         The first eager call per input dtype runs both paths and compares their bits: it compiles and
         warms the two-kernel path before any graph capture needs it, and where the prologue kernel
-        disagrees (a compiler problem on some GPU) the layer keeps the two-kernel path, with a warning.
+        disagrees (a compiler problem on some GPU) or cannot run (out of resources), the layer keeps
+        the two-kernel path, with a warning.
         """
         weight = prepared.weight
         dev = weight.device
@@ -180,7 +181,14 @@ class TritonBackend(Backend):
 
         def first_call(x):
             gemm = BoundQuantGemm(weight, prepared.weight_scale, out_dtype, cfg, x.dtype)
-            y = gemm(x)
+            try:
+                y = gemm(x)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: the two-kernel route still runs
+                fused[x.dtype] = None
+                log.warning("triton: N=%d K=%d M<=%d %s input: the GEMM quantizing in its prologue cannot run here "
+                            "(%s: %s); this layer keeps quant kernel + GEMM", prepared.n, prepared.k, m_bucket,
+                            x.dtype, type(exc).__name__, str(exc)[:200])
+                return two_kernels(x)
             want = two_kernels(x)
             if same_bits(y, want):
                 fused[x.dtype] = gemm
