@@ -22,8 +22,7 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
            stride_ak, stride_bk, stride_ask, stride_bsk,
            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
            USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
-           QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr,
-           A_WIDEN: tl.constexpr):
+           QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr):
     """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales.
 
     QUANT_A: ``a`` is the float activation (bf16/fp16/fp32), quantized here per 1 x 128 group by
@@ -54,13 +53,6 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
         b = tl.load(b_ptr + b_offs + k0 * stride_bk, mask=k_ok[None, :], other=0.0)
     if QUANT_A:
         a, a_s = quantize_groups(a.to(tl.float32), b_ptr.dtype.element_ty, A_FNUZ, A_RECIP)
-        if A_WIDEN:
-            # NVIDIA at these tile sizes runs the FP8 dot as an f16 mma.sync (the FP8 operands are widened
-            # either way); widening here, elementwise in the load layout, keeps the FP8 bytes made in
-            # registers out of the 8-bit register-layout conversion to the dot operand. Every FP8 value
-            # is exact in f16, so the products and the fp32 sums are the two-kernel route's.
-            a = a.to(tl.float16)
-            b = b.to(tl.float16)
     else:
         a_s = tl.load(as_ptrs + kb * stride_ask)
     b_s = tl.load(bs_ptrs + kb * stride_bsk)
@@ -93,8 +85,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
           GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
-          QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr,
-           A_WIDEN: tl.constexpr):
+          QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     tiles_per_split = num_pid_m * num_pid_n
@@ -137,7 +128,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
         acc, pa, pb = _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
                              offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
                              BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME,
-                             QUANT_A, A_FNUZ, A_RECIP, A_WIDEN)
+                             QUANT_A, A_FNUZ, A_RECIP)
     if FRAME:
         if BLOCK_N > SCALE_BLOCK_N:
             acc = acc * (pa[:, None] * pb[None, :])
@@ -167,8 +158,7 @@ def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                            USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
                            SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
                            QUANT_A: tl.constexpr = False, A_FNUZ: tl.constexpr = False,
-                           A_RECIP: tl.constexpr = False,
-                           A_WIDEN: tl.constexpr = False):
+                           A_RECIP: tl.constexpr = False):
     pid = tl.program_id(0)
     if PERSISTENT:
         num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N) * SPLIT_K
@@ -177,13 +167,13 @@ def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                   stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                   stride_asm, stride_ask, stride_bsn, stride_bsk,
                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  FRAME, QUANT_A, A_FNUZ, A_RECIP, A_WIDEN)
+                  FRAME, QUANT_A, A_FNUZ, A_RECIP)
     else:
         _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
               stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
               stride_asm, stride_ask, stride_bsn, stride_bsk,
               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-              FRAME, QUANT_A, A_FNUZ, A_RECIP, A_WIDEN)
+              FRAME, QUANT_A, A_FNUZ, A_RECIP)
 
 
 # M is not specialized so that one compiled reduction serves every M of a bound layer (see BoundGemm).

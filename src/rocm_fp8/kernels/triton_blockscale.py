@@ -371,7 +371,6 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None, 
         EVEN_K=(k % GROUP_K == 0), USE_TMA=use_tma, PERSISTENT=cfg.persistent,
         SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame, QUANT_A=quantize_input,
         A_FNUZ=w_q.dtype == torch.float8_e4m3fnuz, A_RECIP=dev.type == "cuda",
-        A_WIDEN=quantize_input and _widen_quantized_a(dev),
         **_compiler_options(cfg, dev),
     )
     reduce = None
@@ -398,12 +397,6 @@ def _splitk_scratch(numel: int, dev_index: int, stream: int, device: torch.devic
     if buf is None or buf.numel() < numel:
         buf = _scratch[(dev_index, stream)] = torch.empty(max(numel, 1 << 16), dtype=torch.float32, device=device)
     return buf
-
-
-def _widen_quantized_a(dev: torch.device) -> bool:
-    """The prologue-quantizing GEMM widens its operands to f16 before the dot on NVIDIA GPUs (see
-    ``blockscale_jit._kstep``); AMD keeps its FP8 MFMA."""
-    return dev.type == "cuda" and torch.version.hip is None
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -470,7 +463,7 @@ class BoundGemm:
     quantizes_input = False
 
     def _prologue_constexprs(self) -> tuple:
-        return (False, False, False, False)  # QUANT_A, A_FNUZ, A_RECIP, A_WIDEN
+        return (False, False, False)  # QUANT_A, A_FNUZ, A_RECIP
 
     @property
     def warmed(self) -> bool:
@@ -547,7 +540,7 @@ class BoundQuantGemm(BoundGemm):
         super().__init__(w_q, w_scale, out_dtype, config)
 
     def _prologue_constexprs(self) -> tuple:
-        return (True, self.w_q.dtype == torch.float8_e4m3fnuz, self.device.type == "cuda", _widen_quantized_a(self.device))
+        return (True, self.w_q.dtype == torch.float8_e4m3fnuz, self.device.type == "cuda")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         gemm = self._gemm
