@@ -14,12 +14,6 @@ beforehand (what torch itself costs: the floor of the torch-scaled-mm backend), 
 backend that runs here, and ``Fp8BlockLinear`` (planned). Then the GPU time per call of each under
 CUDA-graph replay (``rocm_fp8.tune.timing.time_calls``, the harness of every published number).
 
-Float input at small M takes two paths: eager calls launch the GEMM that quantizes its activation in
-its prologue (one launch, triton backend, M <= ``PROLOGUE_MAX_M``), graph capture takes the fused quant
-kernel + GEMM. So the host column of ``op bf16-in`` is the eager (prologue) path and its GPU column
-is the captured path, which is what a graph replays; the row ``bf16 -> GEMM quantizing in its
-prologue (bound)`` times the prologue kernel alone, and its GPU column is the eager path's GPU time.
-
 Ratios are to the no-op launch and to torch add. The targets of the lean-path work are marked met /
 NOT met: FP8 input <= 2x the no-op launch; bf16 input <= 3x it and <= 1.5x torch.matmul bf16; module
 <= op. The ``reference`` backend (the float reference, not a serving kernel) is listed, not judged.
@@ -98,8 +92,7 @@ def gpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
     noop, tiny = _noop_kernel(), torch.empty(16, device="cuda")
     triton_backend = TritonBackend()
     cfg = triton_backend.config_for(m, n, k, tc)
-    prepared = triton_backend.prepare_weight(w_q, w_s)
-    bound = triton_backend.bind(prepared, torch.bfloat16, bucket(m))
+    bound = triton_backend.bind(triton_backend.prepare_weight(w_q, w_s), torch.bfloat16, bucket(m))
 
     paths: dict[str, Callable] = {
         "torch add": lambda: a + b,
@@ -113,11 +106,6 @@ def gpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
         "bf16 -> fused quant + bound launcher": lambda: bound(*quant_fp8.quantize_fp8(x, fp8, 128, "row",
                                                                                       check=False)),
     }
-    if triton_backend.prologue_quant_applies(bucket(m), n, k, tc):
-        from rocm_fp8.kernels.triton_blockscale import BoundQuantGemm
-
-        prologue = BoundQuantGemm(w_q, w_s, torch.bfloat16, cfg, torch.bfloat16)
-        paths["bf16 -> GEMM quantizing in its prologue (bound)"] = lambda: prologue(x)
     bare = _bare_scaled_mm(x_q, x_s, w_q, w_s, tc)
     if bare is not None:
         from rocm_fp8.backends.torch_scaled_mm import padded_k
@@ -314,9 +302,7 @@ def markdown(report: dict) -> str:
     lines = [f"# Host cost per call: {report['device']}", "",
              f"torch {report['versions']['torch']}, triton {report['versions']['triton']}, "
              f"{report['calls']} calls x {report['runs']} rounds (min per path; the paths interleaved in "
-             "every round), enqueue time, no graph; GPU time per call under CUDA-graph replay. Float input "
-             "(bf16-in) at small M: the host column is the eager path (triton: the GEMM quantizing in its "
-             "prologue), the GPU column the captured one (quant kernel + GEMM).", ""]
+             "every round), enqueue time, no graph; GPU time per call under CUDA-graph replay.", ""]
     for shape in report["results"]:
         lines += [f"## M={shape['m']}, N={shape['n']}, K={shape['k']}", "",
                   "| path | host us | x no-op launch | x torch add | GPU us (graph) |", "|---|---|---|---|---|"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Mapping, Optional, Sequence
 
 from rocm_fp8 import backends as _registry
@@ -27,10 +26,7 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
     The decision also says how the output dtype is produced (a note "<backend> writes float32" or
     "<backend> computes bfloat16, cast once to float32"). ``weight`` (a tensor the op has run with)
     or ``failed`` ({backend: why}) add the backends that failed at run time for that weight: auto
-    skipped them, and they appear in ``considered`` and ``notes``. Where the chosen backend says how a
-    float (bf16/fp16/fp32) input reaches its GEMM (``describe_float_input``), that is a note too: for
-    ``triton`` at small M, the one-launch prologue route in eager calls and quant kernel + GEMM under
-    CUDA/HIP-graph capture.
+    skipped them, and they appear in ``considered`` and ``notes``.
     """
     for name, v in (("n", n), ("k", k), ("m", m)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -54,24 +50,8 @@ def explain(n: int, k: int, m: int, *, toolchain: Optional[Toolchain] = None, ba
     if failed is None and weight is not None:
         failed = dispatch.failures_for(weight, m)
     problem = Problem(m, n, k, fp8_dtype, out_dtype, int(block_size[0]), int(block_size[1]), device_type)
-    d = dispatch.decide_problem(toolchain, problem, _registry.all_backends(), evidence, requested=backend,
-                                disabled=disabled, failed=failed)
-    return _with_float_input_note(d, toolchain)
-
-
-def _with_float_input_note(d: policy.Decision, toolchain: Toolchain) -> policy.Decision:
-    """Add the chosen backend's own word on how a float activation reaches its GEMM, eager and
-    under graph capture (``describe_float_input``, optional), as a note."""
-    if not d.ok:
-        return d
-    describe = getattr(_registry.get_backend(d.backend), "describe_float_input", None)
-    if describe is None:
-        return d
-    try:
-        note = describe(d.problem, toolchain)
-    except Exception:  # noqa: BLE001 - a note is not worth failing explain for
-        return d
-    return dataclasses.replace(d, notes=d.notes + (note,)) if note else d
+    return dispatch.decide_problem(toolchain, problem, _registry.all_backends(), evidence, requested=backend,
+                                   disabled=disabled, failed=failed)
 
 
 def table_info(toolchain: Toolchain) -> Optional[dict]:

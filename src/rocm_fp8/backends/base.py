@@ -152,13 +152,8 @@ class Backend:
                          group_size: int) -> Optional[Callable[["torch.Tensor"], "torch.Tensor"]]:
         """Optional: a callable ``fn(x) -> y [M, N]`` for 2-D float activations that quantizes them
         itself, for a backend whose quantization can write its GEMM's operands directly (padded or
-        in a special scale layout) so no copy sits between them, or whose GEMM quantizes in its own
-        prologue. The callable may choose per call (the triton backend's does: one launch when
-        eager, quant kernel + GEMM under CUDA/HIP-graph capture); every choice must give the same
-        bits. None (the default): the dispatcher calls ``quantize_input`` and then ``bind``'s callable.
-
-        ``describe_float_input(problem, toolchain) -> str`` (optional) says in words which route a
-        float input takes; ``explain`` adds it to the decision's notes."""
+        in a special scale layout) so no copy sits between them. None (the default): the dispatcher
+        calls ``quantize_input`` and then ``bind``'s callable."""
         return None
 
     # -- hot path ---------------------------------------------------------------------------------

@@ -21,17 +21,6 @@ from rocm_fp8.toolchain import detect
 
 log = logging.getLogger("rocm_fp8")
 
-#: Float input in M buckets up to this, outside CUDA/HIP-graph capture: one launch of the GEMM that
-#: quantizes its activation in its prologue (kernels/triton_blockscale.BoundQuantGemm) instead of the
-#: fused quant kernel followed by the GEMM. Eager calls at small M are bound by host time (a launch
-#: costs more than the kernel runs), so one launch fewer wins even though every N tile re-quantizes
-#: its rows; inside a graph only GPU time counts, and the two-kernel path is the faster one there.
-PROLOGUE_MAX_M = 16
-#: ... and only with tiles of at most this many rows: each N tile re-quantizes all of its BLOCK_M rows
-#: (rows past M are copies of real ones), so a tall tile multiplies the prologue's work; the AMD
-#: tables' 128-row default (8 warps, waves_per_eu 2) even spills a VGPR with it on gfx950.
-PROLOGUE_MAX_BLOCK_M = 32
-
 
 class TritonBackend(Backend):
     name = "triton"
@@ -132,94 +121,10 @@ class TritonBackend(Backend):
         arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm)."""
         from rocm_fp8.kernels.triton_blockscale import bind
 
-        key = ("bound", out_dtype, m_bucket)
-        bound = prepared.extra.get(key)
-        if bound is None:
-            cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-            # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
-            # it can run, else to the Triton kernel with the same tile
-            bound = prepared.extra[key] = bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
-        return bound
-
-    def prologue_quant_applies(self, m_bucket: int, n: int, k: int, toolchain=None) -> bool:
-        """Whether eager float-input calls in this M bucket take the GEMM quantizing in its prologue:
-        small buckets (PROLOGUE_MAX_M) whose config is this backend's Triton kernel (not a Gluon one)
-        with a tile of at most PROLOGUE_MAX_BLOCK_M rows."""
-        if m_bucket > PROLOGUE_MAX_M:
-            return False
-        cfg = self.config_for(m_bucket, n, k, toolchain)
-        return cfg.kernel is None and cfg.block_m <= PROLOGUE_MAX_BLOCK_M
-
-    def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
-        """Float input in a small M bucket: ``run(x)`` launches the GEMM that quantizes ``x`` in its
-        prologue (one launch, plus the split-K reduction where the config splits K) when the current
-        stream is not being captured into a CUDA/HIP graph, else the fused quant kernel and the bound
-        GEMM (what ``quantize_input`` + ``bind`` do). Both give the same bits. None (the dispatcher
-        quantizes, then calls ``bind``'s callable) for larger buckets and where the prologue cannot run.
-
-        The first eager call per input dtype runs both paths and compares their bits: it compiles and
-        warms the two-kernel path before any graph capture needs it, and where the prologue kernel
-        disagrees (a compiler problem on some GPU) or cannot run (out of resources), the layer keeps
-        the two-kernel path, with a warning.
-        """
-        weight = prepared.weight
-        dev = weight.device
-        if group_size != 128 or fp8_dtype != weight.dtype or (dev.type == "cpu" and not _interpreting()):
-            return None
-        if not self.prologue_quant_applies(m_bucket, prepared.n, prepared.k):
-            return None
-        from rocm_fp8.kernels.triton_blockscale import BoundQuantGemm
-
         cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-        bound = self.bind(prepared, out_dtype, m_bucket)
-        quantize = self.quantize_input
-        fused: dict = {}  # input dtype -> BoundQuantGemm, or None where its first result disagreed
-        capturing = torch.cuda.is_current_stream_capturing if dev.type == "cuda" else _never
-
-        def two_kernels(x):
-            return bound(*quantize(x, fp8_dtype, 128))
-
-        def first_call(x):
-            gemm = BoundQuantGemm(weight, prepared.weight_scale, out_dtype, cfg, x.dtype)
-            try:
-                y = gemm(x)
-            except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: the two-kernel route still runs
-                fused[x.dtype] = None
-                log.warning("triton: N=%d K=%d M<=%d %s input: the GEMM quantizing in its prologue cannot run here "
-                            "(%s: %s); this layer keeps quant kernel + GEMM", prepared.n, prepared.k, m_bucket,
-                            x.dtype, type(exc).__name__, str(exc)[:200])
-                return two_kernels(x)
-            want = two_kernels(x)
-            if same_bits(y, want):
-                fused[x.dtype] = gemm
-            else:
-                fused[x.dtype] = None
-                log.warning("triton: N=%d K=%d M<=%d %s input: the GEMM quantizing in its prologue disagrees with "
-                            "quant kernel + GEMM here (%s); this layer keeps the two-kernel path",
-                            prepared.n, prepared.k, m_bucket, x.dtype, _disagreement(y, want))
-            return want
-
-        def run(x):
-            if capturing() or x.dtype not in _QUANT_INPUTS:
-                return two_kernels(x)
-            gemm = fused.get(x.dtype, _UNSEEN)
-            if gemm is _UNSEEN:
-                return first_call(x)
-            return two_kernels(x) if gemm is None else gemm(x)
-
-        run.prologue_kernels = fused  # for tests and diagnostics: which dtypes kept the prologue path
-        return run
-
-    def describe_float_input(self, problem: Problem, toolchain) -> str:
-        """How a float activation reaches the GEMM for ``problem`` (a note for ``explain``)."""
-        two = "the fused quant kernel, then the GEMM"
-        if problem.block_k == 128 and self.prologue_quant_applies(bucket(problem.m), problem.n, problem.k, toolchain):
-            return (f"float input (M<={PROLOGUE_MAX_M}): eager calls run the GEMM quantizing its activation in its "
-                    f"prologue (one launch); under CUDA/HIP-graph capture {two} (same bits)")
-        if problem.m <= PROLOGUE_MAX_M:
-            return (f"float input: {two}, eager and captured (the prologue route needs a Triton tile of at most "
-                    f"{PROLOGUE_MAX_BLOCK_M} rows)")
-        return f"float input: {two}, eager and captured"
+        # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
+        # it can run, else to the Triton kernel with the same tile
+        return bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
 
     # -- hot path -----------------------------------------------------------------------------------
     def quantize_input(self, x, fp8_dtype, group_size: int = 128):
@@ -236,7 +141,7 @@ class TritonBackend(Backend):
         key = ("bound", out_dtype, bucket(x_q.shape[0]))
         bound = prepared.extra.get(key)
         if bound is None:
-            bound = self.bind(prepared, out_dtype, key[2])
+            bound = prepared.extra[key] = self.bind(prepared, out_dtype, key[2])
         return bound(x_q, x_scale)
 
 
@@ -251,27 +156,6 @@ def _quant():
 
         _quant_module = quant_fp8
     return _quant_module
-
-
-_UNSEEN = object()
-
-
-def _never() -> bool:
-    return False
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal shapes, dtypes and bits (NaN included: ``torch.equal`` would call two NaNs different)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    as_int = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}.get(a.dtype)
-    return torch.equal(a.view(as_int), b.view(as_int)) if as_int is not None else torch.equal(a, b)
-
-
-def _disagreement(y: torch.Tensor, want: torch.Tensor) -> str:
-    nan = int(torch.isnan(y).sum()) - int(torch.isnan(want).sum())
-    diff = (y.float() - want.float()).abs().nan_to_num(float("inf")).max().item()
-    return f"{nan:+d} NaN, max |diff| {diff:.3g}"
 
 
 def _interpreting() -> bool:

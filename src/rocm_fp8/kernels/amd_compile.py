@@ -189,8 +189,7 @@ def _operands(fp8_dtype, out_dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, n: int, k: int,
-                         input_dtype: Optional[str] = None) -> ResourceReport:
+def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, n: int, k: int) -> ResourceReport:
     import torch
     import triton
 
@@ -201,9 +200,6 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
     fp8_dtype = _fp8_dtype(arch, fp8)
     odt = getattr(torch, out_dtype)
     x, w, out, xs, ws, part = _operands(fp8_dtype, odt)
-    if input_dtype is not None:  # the GEMM quantizing a float activation in its prologue (QUANT_A)
-        x = torch.empty(64, dtype=getattr(torch, input_dtype))
-        xs = x
     m = 1  # M is not specialized (do_not_specialize): any M gives this code
     k_blocks = triton.cdiv(k, tb.GROUP_K)
     split = max(1, min(cfg.split_k, k_blocks))
@@ -223,20 +219,14 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
         blockscale_gemm_kernel, arch, args,
         dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=tb.GROUP_K, GROUP_M=cfg.group_m, SPLIT_K=split,
              EVEN_K=(k % tb.GROUP_K == 0), USE_TMA=False, PERSISTENT=cfg.persistent,
-             SCALE_BLOCK_N=tb.GROUP_N, FRAME=cfg.frame, QUANT_A=input_dtype is not None,
-             A_FNUZ=fp8_dtype == torch.float8_e4m3fnuz, A_RECIP=True, **opts))
-    kernel = "rocm_fp8" if input_dtype is None else f"rocm_fp8 ({input_dtype} quantized in the prologue)"
-    return _report(kernel, arch, compiled, cfg.to_dict(), cfg.waves_per_eu)
+             SCALE_BLOCK_N=tb.GROUP_N, FRAME=cfg.frame, **opts))
+    return _report("rocm_fp8", arch, compiled, cfg.to_dict(), cfg.waves_per_eu)
 
 
 def compile_blockscale(config, arch: str, n: int, k: int, *, fp8: Optional[str] = None,
-                       out_dtype: str = "bfloat16", input_dtype: Optional[str] = None) -> ResourceReport:
+                       out_dtype: str = "bfloat16") -> ResourceReport:
     """Compile this repository's kernel for ``arch`` with ``config`` (a KernelConfig or its dict) for a
-    problem with ``n`` output features and ``k`` input features (M does not change the code).
-    ``input_dtype`` ("bfloat16", "float16", "float32"): the variant that quantizes a float activation
-    of that dtype in its prologue (``BoundQuantGemm``) instead of reading an FP8 one."""
-    if input_dtype not in (None, "bfloat16", "float16", "float32"):
-        raise ValueError(f"input_dtype: expected None, 'bfloat16', 'float16' or 'float32', got {input_dtype!r}")
+    problem with ``n`` output features and ``k`` input features (M does not change the code)."""
     _check_arch(arch)
     from rocm_fp8.kernels.triton_blockscale import KernelConfig
 
@@ -247,8 +237,7 @@ def compile_blockscale(config, arch: str, n: int, k: int, *, fp8: Optional[str] 
     # K's tail after the last full 128-wide block (EVEN_K): compile one representative of each class.
     n_rep = 16 * 1024 if n % 16 == 0 else n
     k_rep = 16 * 1024 + k % 128 if k % 16 == 0 else k
-    return _compile_ours_cached(tuple(sorted(cfg.__dict__.items())), arch, fp8_name, out_dtype, n_rep, k_rep,
-                                input_dtype)
+    return _compile_ours_cached(tuple(sorted(cfg.__dict__.items())), arch, fp8_name, out_dtype, n_rep, k_rep)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -373,8 +362,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             rep = compile_aiter_blockscale(job["config"], job["arch"], job["m"], job["n"], job["k"],
                                            Path(job["aiter_dir"]) if job.get("aiter_dir") else None)
         else:
-            rep = compile_blockscale(job["config"], job["arch"], job["n"], job["k"], fp8=job.get("fp8"),
-                                     input_dtype=job.get("input_dtype"))
+            rep = compile_blockscale(job["config"], job["arch"], job["n"], job["k"], fp8=job.get("fp8"))
         return {"job": job, "report": rep.to_dict()}
     except Exception as exc:  # noqa: BLE001 - reported per job
         return {"job": job, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}

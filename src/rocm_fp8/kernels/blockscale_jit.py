@@ -3,10 +3,8 @@ type and launchers, is :mod:`rocm_fp8.kernels.triton_blockscale`.
 
 ``blockscale_gemm_kernel``: each program computes a ``BLOCK_M x BLOCK_N`` tile (``_tile``), per
 128-wide K block one FP8 dot into fp32 with both scales folded in (``_kstep``); a plain grid or a
-persistent one, optional split-K into an fp32 workspace, optional TMA loads, and optionally
-(``QUANT_A``) a float activation quantized in the prologue of each K step, for eager calls at small M
-where one launch instead of two saves more host time than the re-quantization costs on the GPU.
-``splitk_reduce`` sums the split-K partials into the output.
+persistent one, optional split-K into an fp32 workspace, optional TMA loads. ``splitk_reduce`` sums
+the split-K partials into the output.
 """
 
 from __future__ import annotations
@@ -14,21 +12,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from rocm_fp8.kernels.quant_fp8 import quantize_groups
-
 
 @triton.jit
 def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
            stride_ak, stride_bk, stride_ask, stride_bsk,
            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
-           QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr):
+           USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
     """One 128-wide K block: an FP8 dot into fp32, scaled by the activation and weight scales.
-
-    QUANT_A: ``a`` is the float activation (bf16/fp16/fp32), quantized here per 1 x 128 group by
-    the fused quant kernel's own helper (``quant_fp8.quantize_groups``; ``A_FNUZ``/``A_RECIP`` are
-    its FNUZ/RECIPROCAL), so its FP8 values and scale are the bits that kernel would have written; the scale is computed
-    instead of loaded. A partial last group is loaded with zeros past K, as the quant kernel does.
 
     FRAME=False: ``acc += dot(a, b) * s`` (a multiply and an add per element per block).
     FRAME=True: ``acc`` is kept divided by the current block's scale (``pa`` per row, ``pb`` per
@@ -51,10 +41,7 @@ def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs,
         k_ok = (k0 + offs_k) < K
         a = tl.load(a_ptr + a_offs + k0 * stride_ak, mask=k_ok[None, :], other=0.0)
         b = tl.load(b_ptr + b_offs + k0 * stride_bk, mask=k_ok[None, :], other=0.0)
-    if QUANT_A:
-        a, a_s = quantize_groups(a.to(tl.float32), b_ptr.dtype.element_ty, A_FNUZ, A_RECIP)
-    else:
-        a_s = tl.load(as_ptrs + kb * stride_ask)
+    a_s = tl.load(as_ptrs + kb * stride_ask)
     b_s = tl.load(bs_ptrs + kb * stride_bsk)
     if FRAME:
         a_s = tl.where(tl.abs(a_s) < 1e-15, 1e-15, a_s)
@@ -84,8 +71,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
           stride_asm, stride_ask, stride_bsn, stride_bsk,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
           GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
-          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
-          QUANT_A: tl.constexpr, A_FNUZ: tl.constexpr, A_RECIP: tl.constexpr):
+          USE_TMA: tl.constexpr, SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     tiles_per_split = num_pid_m * num_pid_n
@@ -127,8 +113,7 @@ def _tile(tile_id, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
     for kb in range(kb_lo, kb_hi):
         acc, pa, pb = _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs,
                              offs_k, K, stride_ak, stride_bk, stride_ask, stride_bsk,
-                             BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME,
-                             QUANT_A, A_FNUZ, A_RECIP)
+                             BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, USE_TMA, SCALE_BLOCK_N, FRAME)
     if FRAME:
         if BLOCK_N > SCALE_BLOCK_N:
             acc = acc * (pa[:, None] * pb[None, :])
@@ -156,9 +141,7 @@ def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
                            USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
-                           SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr,
-                           QUANT_A: tl.constexpr = False, A_FNUZ: tl.constexpr = False,
-                           A_RECIP: tl.constexpr = False):
+                           SCALE_BLOCK_N: tl.constexpr, FRAME: tl.constexpr):
     pid = tl.program_id(0)
     if PERSISTENT:
         num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N) * SPLIT_K
@@ -167,13 +150,13 @@ def blockscale_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr,
                   stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
                   stride_asm, stride_ask, stride_bsn, stride_bsk,
                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-                  FRAME, QUANT_A, A_FNUZ, A_RECIP)
+                  FRAME)
     else:
         _tile(pid, a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, M, N, K,
               stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
               stride_asm, stride_ask, stride_bsn, stride_bsk,
               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, USE_TMA, SCALE_BLOCK_N,
-              FRAME, QUANT_A, A_FNUZ, A_RECIP)
+              FRAME)
 
 
 # M is not specialized so that one compiled reduction serves every M of a bound layer (see BoundGemm).

@@ -9,8 +9,7 @@ Layout: the Triton code (the tile body, the kernel: plain grid or persistent, op
 an fp32 workspace plus a reduction kernel, optional TMA loads) is in
 :mod:`rocm_fp8.kernels.blockscale_jit`; this file holds the host side: the config type, the
 launcher :func:`blockscale_gemm`, which checks its inputs and names the offending argument, and
-:class:`BoundGemm`, the launch bound to one weight that the ``triton`` backend runs, and
-:class:`BoundQuantGemm`, the same for a float activation quantized in the GEMM's prologue.
+:class:`BoundGemm`, the launch bound to one weight that the ``triton`` backend runs.
 
 Feature detection happens once at import: tensor descriptors (TMA) are used only where this Triton
 has them and the device is Hopper or newer; under ``TRITON_INTERPRET=1`` everything runs on the CPU.
@@ -334,12 +333,8 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
     return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)[0]
 
 
-def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None, quantize_input: bool = False):
-    """:func:`launch` through Triton's JIT; returns the compiled (GEMM, split-K reduction or None).
-
-    ``quantize_input``: ``x_q`` is the float activation, quantized in the kernel's prologue
-    (``QUANT_A``); ``x_scale`` is not read (pass ``x_q``). No TMA then: the activation tile is
-    loaded as floats and the weight through pointers."""
+def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
+    """:func:`launch` through Triton's JIT; returns the compiled (GEMM, split-K reduction or None)."""
     m, k = x_q.shape
     n = w_q.shape[0]
     dev = x_q.device
@@ -354,7 +349,7 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None, 
     ws = out
     if split > 1:
         ws = torch.empty((split, m, n), dtype=torch.float32, device=dev)
-    use_tma = cfg.tma and k % GROUP_K == 0 and not quantize_input and tma_supported(dev)
+    use_tma = cfg.tma and k % GROUP_K == 0 and tma_supported(dev)
     if use_tma:
         a_arg = _TensorDescriptor(x_q, [m, k], [x_q.stride(0), 1], [bm, GROUP_K])
         if b_arg is None:
@@ -369,8 +364,7 @@ def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None, 
         programs,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=GROUP_K, GROUP_M=cfg.group_m, SPLIT_K=split,
         EVEN_K=(k % GROUP_K == 0), USE_TMA=use_tma, PERSISTENT=cfg.persistent,
-        SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame, QUANT_A=quantize_input,
-        A_FNUZ=w_q.dtype == torch.float8_e4m3fnuz, A_RECIP=dev.type == "cuda",
+        SCALE_BLOCK_N=GROUP_N, FRAME=cfg.frame,
         **_compiler_options(cfg, dev),
     )
     reduce = None
@@ -439,7 +433,7 @@ class BoundGemm:
         self._tiles_n = _cdiv(n, cfg.block_n) * self.split
         self._max_programs = num_sms(dev) * cfg.programs_per_sm if cfg.persistent else None
         even_k = k % GROUP_K == 0
-        self._use_tma = cfg.tma and even_k and not self.quantizes_input and tma_supported(dev)
+        self._use_tma = cfg.tma and even_k and tma_supported(dev)
         self._b_desc = (_TensorDescriptor(w_q, [n, k], [w_q.stride(0), 1], [cfg.block_n, GROUP_K])
                         if self._use_tma else None)
         self._b_arg = self._b_desc if self._use_tma else w_q.data_ptr()
@@ -450,7 +444,7 @@ class BoundGemm:
         self._nk_strides = (n, k, k, 1, w_q.stride(0), w_q.stride(1), n, 1)
         self._w_scale_strides = (w_scale.stride(0), w_scale.stride(1))
         self._constexprs = (cfg.block_m, cfg.block_n, GROUP_K, cfg.group_m, self.split, even_k, self._use_tma,
-                            cfg.persistent, GROUP_N, cfg.frame) + self._prologue_constexprs()
+                            cfg.persistent, GROUP_N, cfg.frame)
         self._hooks_idle = fast_launch.hooks_idle
         self._stream = fast_launch.stream_getter() if dev.type == "cuda" else None
         self._warm = fast_launch.warm
@@ -458,12 +452,6 @@ class BoundGemm:
         self._dev_index = dev.index if dev.index is not None else 0
         self._gemm = None    # WarmKernel of the GEMM, once warmed
         self._reduce = None  # WarmKernel of the split-K reduction, once warmed
-
-    #: whether calls take the float activation and quantize it in the GEMM's prologue (BoundQuantGemm)
-    quantizes_input = False
-
-    def _prologue_constexprs(self) -> tuple:
-        return (False, False, False)  # QUANT_A, A_FNUZ, A_RECIP
 
     @property
     def warmed(self) -> bool:
@@ -509,7 +497,7 @@ class BoundGemm:
         if x_q.stride(-1) != 1:
             x_q = x_q.contiguous()
         gemm, reduce = _launch_jit(x_q, x_scale, self.w_q, self.w_scale, out, self.config,
-                                   b_arg=self._b_desc, quantize_input=self.quantizes_input)
+                                   b_arg=self._b_desc)
         canonical = x_q.stride(0) == self.k and not x_q.data_ptr() & 15 and not x_scale.data_ptr() & 15
         if self._gemm is None and self._can_warm and canonical:
             warm_gemm = self._warm(gemm)
@@ -517,59 +505,6 @@ class BoundGemm:
             if warm_gemm is not None and (self.split == 1 or warm_reduce is not None):
                 self._gemm, self._reduce = warm_gemm, warm_reduce
         return out
-
-
-class BoundQuantGemm(BoundGemm):
-    """``run(x [M, K]) -> y [M, N]`` for a float activation of one dtype: a :class:`BoundGemm` whose
-    kernel quantizes each 1 x 128 activation group in its prologue (``QUANT_A``), with the fused
-    quant kernel's helper, so it computes the same bits as ``quantize_fp8`` followed by the
-    :class:`BoundGemm` of the same config, in one launch (plus the split-K reduction where the
-    config splits K). Every N tile re-quantizes its rows, which costs GPU time that grows with M:
-    it pays where the host is the bottleneck (eager calls at small M), not inside a CUDA/HIP graph.
-    Never TMA (the activation tile is loaded as floats). Direct launch as BoundGemm's, for a
-    contiguous, 16-byte aligned activation of ``input_dtype``; anything else takes the JIT launch.
-    """
-
-    quantizes_input = True
-
-    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: KernelConfig,
-                 input_dtype: torch.dtype) -> None:
-        if input_dtype not in (torch.bfloat16, torch.float16, torch.float32):
-            raise TypeError(f"input_dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {input_dtype}")
-        self.input_dtype = input_dtype
-        super().__init__(w_q, w_scale, out_dtype, config)
-
-    def _prologue_constexprs(self) -> tuple:
-        return (True, self.w_q.dtype == torch.float8_e4m3fnuz, self.device.type == "cuda")
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        gemm = self._gemm
-        if gemm is not None:
-            m = x.shape[0]
-            xp = x.data_ptr()
-            if (m and not xp & 15 and x.dtype == self.input_dtype and x.is_contiguous()
-                    and self._hooks_idle()):
-                n = self.n
-                out = torch.empty((m, n), dtype=self.out_dtype, device=self.device)
-                programs = -(-m // self._block_m) * self._tiles_n
-                if self._max_programs is not None and programs > self._max_programs:
-                    programs = self._max_programs
-                stream = self._stream(self._dev_index)
-                # the activation's pointer stands in for its (unread) scale's
-                if self.split == 1:
-                    gemm(programs, 1, stream, xp, self._b_arg, out, xp, self._w_scale_ptr, out, m,
-                         *self._nk_strides, 0, 0, *self._w_scale_strides, programs, *self._constexprs)
-                    return out
-                ws = _splitk_scratch(self.split * m * n, self._dev_index, stream, self.device)
-                gemm(programs, 1, stream, xp, self._b_arg, out, xp, self._w_scale_ptr, ws, m,
-                     *self._nk_strides, 0, 0, *self._w_scale_strides, programs, *self._constexprs)
-                self._reduce(-(-m * n // _REDUCE_BLOCK), 1, stream, ws, out, m, n, n, 1, self.split, _REDUCE_BLOCK)
-                return out
-        if x.dtype != self.input_dtype:
-            raise TypeError(f"x: expected {self.input_dtype} (the dtype this call was bound for), got {x.dtype}")
-        if x.stride(-1) != 1:
-            x = x.contiguous()
-        return self._jit(x.shape[0], x, x)
 
 
 def bind(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: KernelConfig):
