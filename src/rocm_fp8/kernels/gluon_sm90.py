@@ -60,13 +60,15 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from rocm_fp8.kernels import gluon_support
+
 GROUP_K = 128
 GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
 VARIANTS = ("pipelined", "ws", "ws_lag", "ws2")
 SCALE_SOURCES = ("smem", "ahead", "load")
-SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
+SM90_SHARED_BYTES = gluon_support.SM90_SHARED_BYTES  # 227 KiB: the most one block may opt in to on H100/H200
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class GluonConfig:
     #: ws2 only: write the tile through shared memory with a TMA store (bf16/fp16 out, TMA-able
     #: out; other outputs take ws's plain stores) instead of plain stores from registers
     tma_store: bool = True
+    #: ws2 with the TMA store at BN 256 only: output buffers per consumer. 2 (v2): one per 128-wide
+    #: column block, so the second block's store does not wait for the first's; 1 (v3): the second
+    #: block waits until the TMA engine has read the first out of the buffer, which frees 32 KiB of
+    #: shared memory (BN 256 with 4 ring stages fits, scales "load")
+    epilogue_bufs: int = 2
 
     def validate(self) -> "GluonConfig":
         if self.variant not in VARIANTS:
@@ -96,6 +103,8 @@ class GluonConfig:
             raise ValueError(f"config.scales: expected one of {SCALE_SOURCES}, got {self.scales!r}")
         if self.variant == "ws2" and self.block_n not in (128, 256):
             raise ValueError(f"config.block_n: ws2 takes 128 or 256, got {self.block_n}")
+        if self.epilogue_bufs not in (1, 2):
+            raise ValueError(f"config.epilogue_bufs: expected 1 or 2, got {self.epilogue_bufs}")
         if self.group_m < 1:
             raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
         need = self.shared_bytes()
@@ -105,14 +114,10 @@ class GluonConfig:
         return self
 
     def shared_bytes(self, out_bytes: int = 2) -> int:
-        """The ring's FP8 A and B tiles plus barriers, and ws2's output tile when it stores with TMA
-        (what the compiled kernel reports, within 1 KiB)."""
-        ring = self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
-        if self.variant == "ws2" and self.tma_store:
-            ring += BLOCK_M * self.block_n * out_bytes
-        if self.variant == "ws2" and self.scales == "smem":
-            ring += self.stages * (BLOCK_M + max(1, self.block_n // GROUP_N) * BLOCK_M // 2) * 4
-        return ring
+        """The ring's FP8 A and B tiles plus barriers, and ws2's output tiles when it stores with TMA
+        and its staged scales (what the compiled kernel reports, within 1 KiB)."""
+        return gluon_support.gluon_shared_bytes(self.variant, self.block_n, self.stages, self.scales,
+                                                self.tma_store, self.epilogue_bufs, out_bytes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -463,6 +468,8 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
     SUB: gl.constexpr = 128 if BN > 128 else BN
     NSUB: gl.constexpr = BN // SUB
     SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF  # the producer stages the scales
+    # output buffers per consumer: NSUB (v2), or 1 reused by the second column block (v3)
+    EPI: gl.constexpr = c_smem.type.shape[0] // 2
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, SUB, 32])
     rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
@@ -550,13 +557,14 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
                 mbarrier.arrive(empty.index(s))
                 acc0 += blk * gl.expand_dims(sa * sb, 1)
             it += 1
-        _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * NSUB,
+        _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * EPI,
                       HALF, SUB, layout, TMA_STORE, 0)
         if NSUB == 2:
             # (the second column block of the last tile column may lie wholly past N)
             if off_n + SUB < N:
+                # (one buffer: wait until the first block's store has read it; two: let it run on)
                 _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
-                              PART * NSUB + 1, HALF, SUB, layout, TMA_STORE, 1)
+                              PART * EPI + EPI - 1, HALF, SUB, layout, TMA_STORE, EPI - 1)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -623,15 +631,17 @@ def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
                     BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr):
+                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr,
+                    EPI_BUFS: gl.constexpr):
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     SUB: gl.constexpr = 128 if BN > 128 else BN
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [2 * STAGES, HALF, BK], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
     if TMA_STORE:
-        # one [64, SUB] output buffer per consumer and 128-wide column block
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * (BN // SUB), HALF, SUB], c_desc.layout)
+        # per consumer one [64, SUB] output buffer per 128-wide column block (v2), or one (v3)
+        EPI: gl.constexpr = EPI_BUFS if EPI_BUFS < BN // SUB else BN // SUB
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * EPI, HALF, SUB], c_desc.layout)
     else:
         c_smem = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
     flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])  # (rank of one slot: .index() keeps it)
@@ -758,7 +768,8 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
         return gemm_ws2_kernel[grid](a_desc, b_desc, c_desc, *args[2:], BN=cfg.block_n, STAGES=cfg.stages,
                                      GROUP_M=cfg.group_m, PRODUCER_REGS=cfg.producer_regs,
                                      CONSUMER_REGS=cfg.consumer_regs, PREFETCH=2 if cfg.scales == "ahead" else 0,
-                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem", num_warps=4)
+                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem",
+                                     EPI_BUFS=cfg.epilogue_bufs, num_warps=4)
     if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -842,7 +853,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
         fn, num_warps = gemm_ws2_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
                       PREFETCH=2 if cfg.scales == "ahead" else 0, TMA_STORE=cfg.tma_store and out_dtype != "fp32",
-                      SMEM_SCALES=cfg.scales == "smem")
+                      SMEM_SCALES=cfg.scales == "smem", EPI_BUFS=cfg.epilogue_bufs)
         sub = min(cfg.block_n, 128)
         if consts["TMA_STORE"]:
             c_elt = gl.bfloat16 if out_dtype == "bf16" else gl.float16
@@ -860,7 +871,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
     for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE",
-                 "SMEM_SCALES", "num_warps"):
+                 "SMEM_SCALES", "EPI_BUFS", "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
@@ -911,13 +922,14 @@ def _main(argv=None) -> int:
     p.add_argument("--stages", type=int, action="append")
     p.add_argument("--scales", action="append", choices=SCALE_SOURCES, help="ws2's scale source")
     p.add_argument("--no-tma-store", action="store_true", help="ws2 with plain stores")
+    p.add_argument("--epilogue-bufs", type=int, default=2, choices=(1, 2), help="ws2's output buffers per consumer")
     args = p.parse_args(argv)
     for variant in args.variant or VARIANTS:
         for bn in args.block_n or (128,):
             for st in args.stages or (4, 5):
                 for src in (args.scales or ("smem",)) if variant == "ws2" else ("smem",):
                     cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scales=src,
-                                      tma_store=not args.no_tma_store)
+                                      tma_store=not args.no_tma_store, epilogue_bufs=args.epilogue_bufs)
                     print(json.dumps(resources(cfg)), flush=True)
     return 0
 
