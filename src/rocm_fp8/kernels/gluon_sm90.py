@@ -456,6 +456,52 @@ def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty,
 
 
 @gluon.jit
+def _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m, off_n, M, N, k_blocks,
+                  stride_asm, stride_ask, stride_bsn, stride_bsk, acc0, acc1, zero, it,
+                  PART: gl.constexpr, SMEM_SCALES: gl.constexpr, TWO: gl.constexpr, layout: gl.constexpr):
+    """ws2's K loop at BN 256 with the scales staged or loaded per K block (not "ahead"), for a tile
+    whose two 128-wide column blocks both lie (partly) inside N (TWO) or whose second lies wholly past
+    N (v3: e.g. N = 2112, the last tile column; its wgmma would only multiply TMA's zero fill, so it
+    is skipped). One loop per case, chosen per tile: a branch inside the loop made ptxas spill."""
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    HALF: gl.constexpr = a_bufs.type.shape[1]
+    SUB: gl.constexpr = 128
+    rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
+    for kb in range(k_blocks):
+        s = it % STAGES
+        if SMEM_SCALES:
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+            sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
+            sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)
+            if TWO:
+                sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
+        else:
+            sa = _row_scales(as_ptr, off_m, kb, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+            sb = _col_scale(bs_ptr, off_n, kb, k_blocks, N, stride_bsn, stride_bsk)
+            if TWO:
+                sc = _col_scale(bs_ptr, off_n + SUB, kb, k_blocks, N, stride_bsn, stride_bsk)
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+        a_s = a_bufs.index(2 * s + PART)
+        b_s = b_bufs.index(s)
+        b_0 = b_s.slice(0, SUB)
+        blk = warpgroup_mma(a_s, b_0.permute((1, 0)), zero, use_acc=False, is_async=True)
+        blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
+        if TWO:
+            acc0 += blk * gl.expand_dims(sa * sb, 1)
+            b_1 = b_s.slice(SUB, SUB)
+            # (the first half's result as the ignored input accumulator: see _ws2_consumer)
+            blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
+            blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
+            mbarrier.arrive(empty.index(s))
+            acc1 += blk * gl.expand_dims(sa * sc, 1)
+        else:
+            mbarrier.arrive(empty.index(s))
+            acc0 += blk * gl.expand_dims(sa * sb, 1)
+        it += 1
+    return acc0, acc1, it
+
+
+@gluon.jit
 def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
                   stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
                   PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
@@ -497,7 +543,16 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
             sb1 = _col_scale(bs_ptr, off_n, 1, k_blocks, N, stride_bsn, stride_bsk)
             if NSUB == 2:
                 sc1 = _col_scale(bs_ptr, off_n + SUB, 1, k_blocks, N, stride_bsn, stride_bsk)
-        for kb in range(k_blocks):
+        if NSUB == 2 and PREFETCH == 0:
+            if off_n + SUB < N:
+                acc0, acc1, it = _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m,
+                                               off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                                               acc0, acc1, zero, it, PART, SMEM_SCALES, True, layout)
+            else:
+                acc0, acc1, it = _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m,
+                                               off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                                               acc0, acc1, zero, it, PART, SMEM_SCALES, False, layout)
+        for kb in range(k_blocks if NSUB == 1 or PREFETCH != 0 else 0):
             s = it % STAGES
             if SMEM_SCALES:
                 mbarrier.wait(full.index(s), (it // STAGES) & 1)
