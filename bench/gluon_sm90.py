@@ -53,6 +53,8 @@ CONFIGS = {
     "ws2 256 s4 v3": dict(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1),
     # v3 beside it: the single output buffer alone at BN 256 x 3 (what the 4th stage costs in stores)
     "ws2 256 s3 1buf": dict(variant="ws2", block_n=256, stages=3, epilogue_bufs=1),
+    # v3 with a wider L2 grouping (a table row's group_m): 16 row tiles walk the column tiles
+    "ws2 256 s4 v3 g16": dict(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1, group_m=16),
     # v1
     "ws 128 s4": dict(variant="ws", block_n=128, stages=4),
     "ws 128 s5": dict(variant="ws", block_n=128, stages=5),
@@ -66,7 +68,7 @@ QUICK = ["ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3"]
 #: what one device call compares: v2's two configs the tuner offers (BN 256 x 3, BN 128 x 4) and
 #: v3's; v1 (ws, pipelined) and v2's one-change-alone configs were timed in their runs
 #: (bench/results/gluon-sm90-v1/-v2-*) and are left out to save time: --all brings them back
-DEFAULT = ["ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 128 s5", "ws2 256 s3 1buf"]
+DEFAULT = ["ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 128 s5", "ws2 256 s3 1buf", "ws2 256 s4 v3 g16"]
 #: the geomean baseline: v2's best single config on the H200
 BASE = "ws2 256 s3"
 
@@ -77,7 +79,7 @@ def table_selectable(name) -> bool:
     from rocm_fp8.kernels.gluon_support import ws2_staging
 
     c = CONFIGS[name]
-    if c["variant"] != "ws2" or set(c) - {"variant", "block_n", "stages", "scales", "epilogue_bufs"}:
+    if c["variant"] != "ws2" or set(c) - {"variant", "block_n", "stages", "scales", "epilogue_bufs", "group_m"}:
         return False
     staging = ws2_staging(c["block_n"], c["stages"]) or {}
     return (c.get("scales", "smem"), c.get("epilogue_bufs", 2) if c["block_n"] > 128 else 1) == (
