@@ -265,8 +265,9 @@ def write_md(path, info, checks, timing, names):
                 if isinstance(r.get(x), float) and isinstance(r.get(BASE), float)]
         lines.append(f"- {x}: /cuBLASLt geomean {geomean(ratios)}, min {round(min(ratios), 3) if ratios else None}"
                      + (f"; /{BASE} (v2) geomean {geomean(base)}" if x != BASE and base else ""))
-    lines.append(f"- best gluon per cell (of the configs a table row can name: "
-                 f"{[x for x in names if table_selectable(x)]}): /cuBLASLt geomean {geomean([r.get('best/cublaslt') for r in timed])}, "
+    rowable = [x for x in names if table_selectable(x)]
+    lines.append(f"- best gluon per cell (of the configs a table row can name: {rowable}): /cuBLASLt geomean "
+                 f"{geomean([r.get('best/cublaslt') for r in timed])}, "
                  f"/Triton geomean {geomean([r.get('best/triton') for r in timed])}")
     below = [r for r in timed if isinstance(r.get("best/cublaslt"), float) and r["best/cublaslt"] < 0.9]
     lines.append(f"- cells where the best gluon config is below 0.9x cuBLASLt: {len(below)} of {len(timed)} "
