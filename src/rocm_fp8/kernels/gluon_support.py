@@ -92,11 +92,14 @@ def gluon_shared_bytes(variant: str, block_n: int, stages: int, scales: str = "s
     staged scales (scales "smem": 128 activation scales and 64 per 128-wide weight block, per slot)."""
     ring = stages * (128 + block_n) * 128 + 1024
     if variant == "ws2" and tma_store:
-        sub = min(block_n, 128)
-        bufs = min(epilogue_bufs, block_n // sub)
-        ring += 2 * bufs * 64 * sub * out_bytes
+        if block_n == 192:  # per consumer a 64 x 128 and a 64 x 64 buffer
+            ring += 2 * 64 * 192 * out_bytes
+        else:
+            sub = min(block_n, 128)
+            bufs = min(epilogue_bufs, block_n // sub)
+            ring += 2 * bufs * 64 * sub * out_bytes
     if variant == "ws2" and scales == "smem":
-        ring += stages * (128 + max(1, block_n // 128) * 64) * 4
+        ring += stages * (128 + -(-block_n // 128) * 64) * 4
     return ring
 
 

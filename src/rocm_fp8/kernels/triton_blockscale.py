@@ -109,8 +109,10 @@ class KernelConfig:
 
         if not (pow2(self.block_m) and 16 <= self.block_m <= 256):
             raise ValueError(f"config.block_m: expected a power of two in [16, 256], got {self.block_m}")
-        if not (pow2(self.block_n) and 16 <= self.block_n <= 256):
-            raise ValueError(f"config.block_n: expected a power of two in [16, 256], got {self.block_n}")
+        ws2_192 = self.block_n == 192 and self.kernel == "gluon_ws2"  # (ws2's v3 tile, not a power of two)
+        if not ((pow2(self.block_n) and 16 <= self.block_n <= 256) or ws2_192):
+            raise ValueError(f"config.block_n: expected a power of two in [16, 256] (or 192 with kernel gluon_ws2), "
+                             f"got {self.block_n}")
         if self.programs_per_sm < 1:
             raise ValueError(f"config.programs_per_sm: expected >= 1, got {self.programs_per_sm}")
         if self.group_m < 1 or self.split_k < 1:
@@ -123,7 +125,7 @@ class KernelConfig:
             if self.kernel not in GLUON_KERNELS:
                 raise ValueError(f"config.kernel: expected None or one of {sorted(GLUON_KERNELS)}, "
                                  f"got {self.kernel!r}")
-            if self.block_m != 128 or self.block_n not in (64, 128, 256) or self.split_k != 1:
+            if self.block_m != 128 or self.block_n not in (64, 128, 192, 256) or self.split_k != 1:
                 raise ValueError(f"config: the {self.kernel} kernel takes block_m 128, block_n 64/128/256 and "
                                  f"split_k 1, got block_m {self.block_m}, block_n {self.block_n}, "
                                  f"split_k {self.split_k}")
@@ -132,8 +134,8 @@ class KernelConfig:
             from rocm_fp8.kernels import gluon_support as gs
 
             if self.kernel == "gluon_ws2":
-                if self.block_n not in (128, 256):
-                    raise ValueError(f"config.block_n: the gluon_ws2 kernel takes 128 or 256, got {self.block_n}")
+                if self.block_n not in (128, 192, 256):
+                    raise ValueError(f"config.block_n: the gluon_ws2 kernel takes 128, 192 or 256, got {self.block_n}")
                 fits = gs.ws2_staging(self.block_n, self.num_stages) is not None
             else:
                 fits = gs.gluon_shared_bytes(GLUON_KERNELS[self.kernel], self.block_n,
@@ -158,8 +160,10 @@ class KernelConfig:
 
     def triton_fallback(self) -> "KernelConfig":
         """The same tile for this module's Triton kernel (where the Gluon one cannot run: another
-        GPU or Triton, or operands TMA cannot load, hence no TMA here either)."""
-        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False)
+        GPU or Triton, or operands TMA cannot load, hence no TMA here either). ws2's BN 192 is not a
+        power of two, which Triton's blocks must be: its fallback is BN 128."""
+        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False,
+                       block_n=128 if self.block_n == 192 else self.block_n)
 
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
