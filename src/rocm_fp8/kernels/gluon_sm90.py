@@ -833,7 +833,8 @@ def gemm_ws2_kernel(a_desc, b_desc, b_desc2, c_desc, c_desc2, c_ptr, as_ptr, bs_
         mbarrier.init(empty.index(i), count=2)
     fence_async_shared()
     consumer_args = (a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2, c_ptr,
-                     as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
+                     as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                     GROUP_M)
     producer_args = (a_desc, b_desc, b_desc2, a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
                      M, N, K,
                      stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
