@@ -69,7 +69,7 @@ def test_config_round_trip_and_validation():
     assert fb.kernel is None and (fb.block_m, fb.block_n, fb.num_stages, fb.group_m) == (128, 128, 5, 8)
 
 
-@pytest.mark.parametrize("bn,stages", [(256, 3), (128, 4), (256, 4)])
+@pytest.mark.parametrize("bn,stages", [(256, 3), (128, 4), (256, 4), (192, 4)])
 def test_ws2_table_row_round_trip(bn, stages):
     cfg = KernelConfig(block_m=128, block_n=bn, num_stages=stages, group_m=8, persistent=True,
                        kernel="gluon_ws2").validate()
@@ -77,12 +77,13 @@ def test_ws2_table_row_round_trip(bn, stages):
     assert row["config"]["kernel"] == "gluon_ws2"
     assert KernelConfig.from_dict(row["config"]).validate() == cfg
     fb = cfg.triton_fallback()
-    assert fb.kernel is None and (fb.block_m, fb.block_n, fb.num_stages) == (128, bn, stages)
+    # (BN 192 is not a power of two, which Triton's blocks must be: its fallback tile is 128 wide)
+    assert fb.kernel is None and (fb.block_m, fb.block_n, fb.num_stages) == (128, 128 if bn == 192 else bn, stages)
     fb.validate()
 
 
 def test_ws2_validation_names_the_field():
-    with pytest.raises(ValueError, match="config.block_n: the gluon_ws2 kernel takes 128 or 256, got 64"):
+    with pytest.raises(ValueError, match="config.block_n: the gluon_ws2 kernel takes 128, 192 or 256, got 64"):
         KernelConfig(block_m=128, block_n=64, kernel="gluon_ws2").validate()
     with pytest.raises(ValueError, match=r"config.num_stages: 5 stages of a 128x256 tile do not fit the 227 KiB"):
         KernelConfig(block_m=128, block_n=256, num_stages=5, kernel="gluon_ws2").validate()
@@ -90,6 +91,10 @@ def test_ws2_validation_names_the_field():
         KernelConfig(block_m=128, block_n=128, num_stages=9, kernel="gluon_ws2").validate()
     with pytest.raises(ValueError, match=r"5 stages of a 128x256 tile do not fit"):
         KernelConfig(block_m=128, block_n=256, num_stages=5, kernel="gluon_ws").validate()
+    # 192 is ws2's alone (v1's kernels and Triton's blocks are powers of two)
+    for kernel in ("gluon_ws", None):
+        with pytest.raises(ValueError, match="block_n.*got 192"):
+            KernelConfig(block_m=128, block_n=192, kernel=kernel).validate()
 
 
 def test_ws2_staging_is_the_richest_that_fits():
@@ -103,6 +108,9 @@ def test_ws2_staging_is_the_richest_that_fits():
     assert gluon_support.gluon_shared_bytes("ws2", 256, 4, "smem", True, 1) > limit
     assert gluon_support.gluon_shared_bytes("ws2", 256, 4, "load", True, 1) <= limit
     assert gluon_support.ws2_staging(256, 5) is None
+    # v3's BN 192: 4 stages of 40 KiB, a 64x128 and a 64x64 output buffer per consumer, staged scales
+    assert gluon_support.ws2_staging(192, 4) == {"scales": "smem", "tma_store": True, "epilogue_bufs": 2}
+    assert gluon_support.gluon_shared_bytes("ws2", 192, 4) == 4 * 320 * 128 + 1024 + 2 * 64 * 192 * 2 + 4 * 256 * 4
     # the sizes the compiled kernels report (test_cross_compiles_for_sm90 / test_ws2_v3_cross_compiles)
     assert gluon_support.gluon_shared_bytes("ws2", 128, 4) == 4 * 256 * 128 + 1024 + 32768 + 4 * 192 * 4
     assert gluon_support.gluon_shared_bytes("ws2", 256, 4, "load", True, 1) == 4 * 384 * 128 + 1024 + 32768
@@ -256,6 +264,13 @@ def test_ws2_v3_cross_compiles():
     assert not v3["wgmma_serialized"], v3["ptxas_notes"]
     assert 224 * 1024 <= v3["shared_bytes"] <= 232448, v3
     assert "40" in v3["setmaxnreg"] and "232" in v3["setmaxnreg"], v3
+    # BN 192: per K block and consumer one m64n128 and one m64n64 wgmma (4 k32 steps each)
+    for res in _resources("--variant", "ws2", "--block-n", "192", "--stages", "4", "--scales", "smem",
+                          "--scales", "load"):
+        assert res["wgmma_ptx"] == 16 and res["qgmma_sass"] == 16, res
+        assert res["stack_bytes"] == 0 and res["local_bytes"] == 0, f"spills: {res}"
+        assert not res["wgmma_serialized"], res["ptxas_notes"]
+        assert 0 < res["shared_bytes"] <= 232448, res
 
 
 def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
@@ -267,9 +282,9 @@ def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
         assert not [c for c in cands.candidates(4096) if "kernel" in c]
     monkeypatch.setattr(cands, "_gluon_compiles", lambda: True)
     large = [c for c in cands.candidates(4096, arch="sm90") if "kernel" in c]
-    # v2 (ws2) only: BN 256 x 3 stages and BN 128 x 4 measured best on the H200, BN 256 x 4 is v3
+    # v2 (ws2) only: BN 256 x 3 stages and BN 128 x 4 measured best on the H200, BN 256 x 4 and 192 x 4 are v3
     assert {c["kernel"] for c in large} == {"gluon_ws2"}
-    assert {(c["block_n"], c["num_stages"]) for c in large} == {(256, 3), (128, 4), (256, 4)}
+    assert {(c["block_n"], c["num_stages"]) for c in large} == {(256, 3), (128, 4), (256, 4), (192, 4)}
     for c in large:
         KernelConfig.from_dict(c).validate()
     assert not [c for c in cands.candidates(512, arch="sm90") if "kernel" in c]

@@ -34,7 +34,10 @@ CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4), "ws-s5": g.GluonConfi
            "ws2-256-s3": g.GluonConfig(variant="ws2", block_n=256, stages=3),
            # v3: a 4th ring stage at BN 256, room made by one output buffer per consumer (the second
            # column block waits for the first's store to leave it) and scales loaded from global memory
-           "ws2-256-s4-v3": g.GluonConfig(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1)}
+           "ws2-256-s4-v3": g.GluonConfig(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1),
+           # v3: BN 192, a 128-wide and a 64-wide part per tile, swapped on odd tile columns (N = 7168: the
+           # last tile's 128-wide part lies past N; N = 2048: its 64-wide part does)
+           "ws2-192-s4": g.GluonConfig(variant="ws2", block_n=192, stages=4)}
 
 
 def operands(m, n, k, seed, mcontig=False):
@@ -85,7 +88,7 @@ def test_m_contiguous_scales_and_ragged_n(name):
     gate(run(ops, CONFIGS[name]), reference_linear(*ops))
 
 
-@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3"])
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3", "ws2-192-s4"])
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
 def test_out_dtypes(out_dtype, name):
     ops = operands(500, 2112, 7168, seed=13)
@@ -94,7 +97,7 @@ def test_out_dtypes(out_dtype, name):
     gate(y, reference_linear(*ops))
 
 
-@pytest.mark.parametrize("name", ["ws2-s4", "ws2-256-s3", "ws2-256-s4-v3"])
+@pytest.mark.parametrize("name", ["ws2-s4", "ws2-256-s3", "ws2-256-s4-v3", "ws2-192-s4"])
 def test_ws2_output_views(name):
     """ws2 stores with TMA where the output allows it and with plain stores where it does not; both
     write exactly the view (the poisoned columns past it stay NaN)."""
@@ -127,6 +130,9 @@ def test_ws2_scale_sources_and_store_paths(scales):
     # (BN 256: the tiles whose second column block lies past N take v3's one-half K loop, with the
     # scales staged or loaded; "ahead" keeps the two-half loop)
     cells = [(1000, 2112, 7168, 128, 4)] + ([(333, 2112, 1536, 256, 3)] if scales != "ahead" else [])
+    # (BN 192: ragged M and N, both tile parities; N = 1856 ends inside the last (odd) tile's 128-wide
+    # part, which sits after its 64-wide part)
+    cells += [(333, 1856, 1536, 192, 4)] if scales != "ahead" else []
     for m, n, k, bn, st in cells:
         ops = operands(m, n, k, seed=22 + m)
         ref = reference_linear(*ops)
@@ -144,7 +150,7 @@ def test_block_n_256_and_64():
         gate(run(ops, g.GluonConfig(variant="ws", block_n=bn, stages=st)), ref)
 
 
-@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3"])
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3", "ws2-192-s4"])
 def test_cuda_graph_replay_equals_eager(name):
     ops = operands(2048, 4096, 7168, seed=15)
     cfg = CONFIGS[name]
@@ -186,7 +192,7 @@ def test_backend_binds_the_gluon_kernel_from_a_table_row():
 
 
 # (v2 BN 128 x 4 and BN 256 x 3, v3 BN 256 x 4: the rows the tuner's sm90 candidates offer at M >= 1024)
-@pytest.mark.parametrize("bn,stages", [(128, 4), (256, 3), (256, 4)])
+@pytest.mark.parametrize("bn,stages", [(128, 4), (256, 3), (256, 4), (192, 4)])
 def test_backend_binds_ws2_from_a_table_row(bn, stages):
     """A table row naming gluon_ws2 binds the ws2 kernel with the staging that fits (v3's at BN 256
     x 4), passes the accuracy gate in bf16 (TMA store) and fp32 (plain stores), and an activation TMA

@@ -90,9 +90,10 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
             # producer, two consumer warpgroups, staged scales, TMA-store epilogue): on the H200 its
             # BN 256 x 3 stages reached 0.90x cuBLASLt geomean at M >= 1024 and BN 128 x 4 stages
             # 0.84x, best at M = 1024 on small shapes (more tiles); v1 (gluon_ws, 0.63x) is left out.
-            # BN 256 x 4 stages is v3 (one output buffer per consumer makes room for the 4th stage).
+            # v3: BN 256 x 4 stages (one output buffer per consumer makes room for the 4th stage) and
+            # BN 192 x 4 (N = 2112 in 11 tiles; more tiles than BN 256 where SMs would idle).
             out += [dict(block_m=128, block_n=bn, group_m=8, num_warps=4, num_stages=st, persistent=True,
-                         kernel="gluon_ws2") for bn, st in ((256, 3), (128, 4), (256, 4))]
+                         kernel="gluon_ws2") for bn, st in ((256, 3), (128, 4), (256, 4), (192, 4))]
     # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
 
