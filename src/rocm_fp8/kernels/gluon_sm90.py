@@ -25,6 +25,10 @@ Kernels, chosen by ``GluonConfig.variant``:
   ``tma_store`` writes the tile through shared memory with a TMA store that the next tile does not
   wait for; ``block_n=256`` runs two m64n128 wgmmas per K block and consumer, each promoted at once
   (a 64x256 accumulator and one 64x128 block result live).
+  Version 3 (same variant): ``epilogue_bufs=1`` (one output buffer per consumer, so BN 256 fits 4
+  stages), a BN 256 tile whose second column block lies past N skips that block's wgmma, and
+  ``block_n=192``: a 128-wide and a 64-wide part per tile (each inside one weight block), one
+  m64n128 and one m64n64 wgmma per K block and consumer.
 
 All are persistent (grid = SMs, grouped tile order for L2 reuse); ``pipelined``, ``ws`` and
 ``ws_lag`` store the output with plain masked stores from the wgmma register layout.

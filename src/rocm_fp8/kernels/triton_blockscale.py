@@ -78,7 +78,7 @@ class KernelConfig:
     programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
     frame: bool = False
-    #: None: this module's Triton kernel. "gluon_ws2" (block_n 128/256), "gluon_ws",
+    #: None: this module's Triton kernel. "gluon_ws2" (block_n 128/192/256), "gluon_ws",
     #: "gluon_pipelined": the Gluon sm90 kernel (kernels/gluon_sm90.py; block_m 128, block_n,
     #: num_stages and group_m are its tile, ring depth and L2 grouping), used where it can run
     #: (gluon_support.unavailable_reason) and the operands suit TMA (K % 128 == 0, 16-byte
