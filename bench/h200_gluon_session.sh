@@ -17,12 +17,12 @@ stamp env
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
 stamp "smoke: each config compiled, run and checked in a child with a time limit"
-timeout 65 python3 bench/gluon_sm90.py --out "$OUT" --smoke-only 2>&1 | tail -n 30
+timeout 60 python3 bench/gluon_sm90.py --out "$OUT" --smoke-only 2>&1 | tail -n 30
 stamp "gpu tests (gluon)"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py \
+timeout 110 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py \
     --junitxml="$OUT/gpu-tests-gluon.xml" 2>&1 | tail -n 12
 stamp "check + bench"
-timeout ${BENCH_TIMEOUT:-80} python3 bench/gluon_sm90.py --out "$OUT" --from-smoke "$OUT/gluon-smoke.json" \
-    --budget ${BUDGET:-40} 2>&1 \
+timeout ${BENCH_TIMEOUT:-75} python3 bench/gluon_sm90.py --out "$OUT" --from-smoke "$OUT/gluon-smoke.json" \
+    --budget ${BUDGET:-35} 2>&1 \
     | tee "$OUT/gluon-sm90.txt" | grep -v "^check .* PASS$" | tail -n 80
 stamp done
