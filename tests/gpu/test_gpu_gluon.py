@@ -241,8 +241,14 @@ def test_bad_input_names_the_argument():
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=256, stages=4))
     with pytest.raises(ValueError, match="config.scales: expected one of .*got 'tma'"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", scales="tma"))
-    with pytest.raises(ValueError, match="config.block_n: ws2 takes 128 or 256, got 64"):
+    with pytest.raises(ValueError, match="config.block_n: ws2 takes 128, 192 or 256, got 64"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=64))
+    with pytest.raises(ValueError, match="config.block_n: 192 is ws2's"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws", block_n=192))
+    with pytest.raises(ValueError, match="config.scales: ws2 at BN 192 takes 'smem' or 'load', got 'ahead'"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=192, scales="ahead"))
+    with pytest.raises(ValueError, match="config.epilogue_bufs: expected 1 or 2, got 3"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", epilogue_bufs=3))
 
 
 @pytest.mark.parametrize("m,n,k", [(1000, 2112, 7168), (4096, 7168, 16384), (77, 1000, 384)])
