@@ -27,11 +27,18 @@ from rocm_fp8.kernels import gluon_sm90 as g  # noqa: E402
 from rocm_fp8.quant import QUANT_MAX  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
-CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4), "ws-s5": g.GluonConfig(variant="ws", stages=5),
+# (v1's ws at 5 stages left the gate when the tuner stopped offering v1: fewer compiles per GPU run)
+CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4),
            "pipelined-s4": g.GluonConfig(variant="pipelined", stages=4),
            # v2: scales staged in the ring by the producer, a TMA-store epilogue; BN 256 as two wgmmas
            "ws2-s4": g.GluonConfig(variant="ws2", stages=4),
-           "ws2-256-s3": g.GluonConfig(variant="ws2", block_n=256, stages=3)}
+           "ws2-256-s3": g.GluonConfig(variant="ws2", block_n=256, stages=3),
+           # v3: a 4th ring stage at BN 256, room made by one output buffer per consumer (the second
+           # column block waits for the first's store to leave it) and scales loaded from global memory
+           "ws2-256-s4-v3": g.GluonConfig(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1),
+           # v3: BN 192, a 128-wide and a 64-wide part per tile, swapped on odd tile columns (N = 7168: the
+           # last tile's 128-wide part lies past N; N = 2048: its 64-wide part does)
+           "ws2-192-s4": g.GluonConfig(variant="ws2", block_n=192, stages=4)}
 
 
 def operands(m, n, k, seed, mcontig=False):
@@ -82,7 +89,7 @@ def test_m_contiguous_scales_and_ragged_n(name):
     gate(run(ops, CONFIGS[name]), reference_linear(*ops))
 
 
-@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4"])
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3", "ws2-192-s4"])
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
 def test_out_dtypes(out_dtype, name):
     ops = operands(500, 2112, 7168, seed=13)
@@ -91,7 +98,7 @@ def test_out_dtypes(out_dtype, name):
     gate(y, reference_linear(*ops))
 
 
-@pytest.mark.parametrize("name", ["ws2-s4", "ws2-256-s3"])
+@pytest.mark.parametrize("name", ["ws2-s4", "ws2-256-s3", "ws2-256-s4-v3", "ws2-192-s4"])
 def test_ws2_output_views(name):
     """ws2 stores with TMA where the output allows it and with plain stores where it does not; both
     write exactly the view (the poisoned columns past it stay NaN)."""
@@ -121,7 +128,12 @@ def test_ws2_scale_sources_and_store_paths(scales):
     and N (last tile partly past both), and the store path does not change a bit (the same
     accumulator rounded to bf16 either way)."""
     # (N = 2112 at BN 256: the last tile's second column block lies wholly past N)
-    cells = [(1000, 2112, 7168, 128, 4)] + ([(333, 2112, 1536, 256, 3)] if scales == "smem" else [])
+    # (BN 256: the tiles whose second column block lies past N take v3's one-half K loop, with the
+    # scales staged or loaded; "ahead" keeps the two-half loop)
+    cells = [(1000, 2112, 7168, 128, 4)] + ([(333, 2112, 1536, 256, 3)] if scales != "ahead" else [])
+    # (BN 192: ragged M and N, both tile parities; N = 1856 ends inside the last (odd) tile's 128-wide
+    # part, which sits after its 64-wide part)
+    cells += [(333, 1856, 1536, 192, 4)] if scales != "ahead" else []
     for m, n, k, bn, st in cells:
         ops = operands(m, n, k, seed=22 + m)
         ref = reference_linear(*ops)
@@ -139,7 +151,7 @@ def test_block_n_256_and_64():
         gate(run(ops, g.GluonConfig(variant="ws", block_n=bn, stages=st)), ref)
 
 
-@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4"])
+@pytest.mark.parametrize("name", ["ws-s4", "ws2-s4", "ws2-256-s4-v3", "ws2-192-s4"])
 def test_cuda_graph_replay_equals_eager(name):
     ops = operands(2048, 4096, 7168, seed=15)
     cfg = CONFIGS[name]
@@ -180,6 +192,43 @@ def test_backend_binds_the_gluon_kernel_from_a_table_row():
     gate(y2, reference_linear(*ops))
 
 
+# (v2 BN 128 x 4 and BN 256 x 3, v3 BN 256 x 4: the rows the tuner's sm90 candidates offer at M >= 1024)
+@pytest.mark.parametrize("bn,stages", [(128, 4), (256, 3), (256, 4), (192, 4)])
+def test_backend_binds_ws2_from_a_table_row(bn, stages):
+    """A table row naming gluon_ws2 binds the ws2 kernel with the staging that fits (v3's at BN 256
+    x 4), passes the accuracy gate in bf16 (TMA store) and fp32 (plain stores), and an activation TMA
+    cannot load takes the same tile in Triton."""
+    from rocm_fp8.backends.base import PreparedWeight
+    from rocm_fp8.backends.triton import TritonBackend
+    from rocm_fp8.kernels.gluon_support import ws2_staging
+    from rocm_fp8.kernels.triton_blockscale import KernelConfig
+
+    ops = operands(1500, 2112, 7168, seed=30 + bn + stages)
+    ref = reference_linear(*ops)
+    backend = TritonBackend()
+    cfg = KernelConfig(block_m=128, block_n=bn, num_stages=stages, group_m=8, persistent=True,
+                       kernel="gluon_ws2").validate()
+    backend._configs[(2112, 7168, 2048)] = cfg  # what a table row naming the kernel gives
+    pw = PreparedWeight("triton", ops[2], ops[3], 2112, 7168)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        bound = backend.bind(pw, out_dtype, 2048)
+        assert isinstance(bound, g.BoundGluonGemm)
+        staging = ws2_staging(bn, stages)
+        assert (bound.gcfg.variant, bound.gcfg.block_n, bound.gcfg.stages) == ("ws2", bn, stages)
+        assert (bound.gcfg.scales, bound.gcfg.tma_store, bound.gcfg.epilogue_bufs) == tuple(staging.values())
+        with torch.inference_mode():
+            y = bound(ops[0], ops[1])
+        torch.cuda.synchronize()
+        assert y.dtype == out_dtype
+        gate(y, ref)
+    with torch.inference_mode():
+        x_big = torch.empty((1501 * 7168 + 16,), dtype=FP8, device="cuda")
+        x_view = x_big[1:1 + 1500 * 7168].view(1500, 7168)
+        x_view.copy_(ops[0])
+        y2 = bound(x_view, ops[1])
+    gate(y2, ref)
+
+
 def test_bad_input_names_the_argument():
     x_q, x_s, w_q, w_s = operands(64, 256, 384, seed=17)
     with pytest.raises(ValueError, match="x_q: expected K a multiple of 128"):
@@ -192,8 +241,14 @@ def test_bad_input_names_the_argument():
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=256, stages=4))
     with pytest.raises(ValueError, match="config.scales: expected one of .*got 'tma'"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", scales="tma"))
-    with pytest.raises(ValueError, match="config.block_n: ws2 takes 128 or 256, got 64"):
+    with pytest.raises(ValueError, match="config.block_n: ws2 takes 128, 192 or 256, got 64"):
         g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=64))
+    with pytest.raises(ValueError, match="config.block_n: 192 is ws2's"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws", block_n=192))
+    with pytest.raises(ValueError, match="config.scales: ws2 at BN 192 takes 'smem' or 'load', got 'ahead'"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=192, scales="ahead"))
+    with pytest.raises(ValueError, match="config.epilogue_bufs: expected 1 or 2, got 3"):
+        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", epilogue_bufs=3))
 
 
 @pytest.mark.parametrize("m,n,k", [(1000, 2112, 7168), (4096, 7168, 16384), (77, 1000, 384)])

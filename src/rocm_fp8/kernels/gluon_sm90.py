@@ -25,6 +25,10 @@ Kernels, chosen by ``GluonConfig.variant``:
   ``tma_store`` writes the tile through shared memory with a TMA store that the next tile does not
   wait for; ``block_n=256`` runs two m64n128 wgmmas per K block and consumer, each promoted at once
   (a 64x256 accumulator and one 64x128 block result live).
+  Version 3 (same variant): ``epilogue_bufs=1`` (one output buffer per consumer, so BN 256 fits 4
+  stages), a BN 256 tile whose second column block lies past N skips that block's wgmma, and
+  ``block_n=192``: a 128-wide and a 64-wide part per tile (each inside one weight block), one
+  m64n128 and one m64n64 wgmma per K block and consumer.
 
 All are persistent (grid = SMs, grouped tile order for L2 reuse); ``pipelined``, ``ws`` and
 ``ws_lag`` store the output with plain masked stores from the wgmma register layout.
@@ -60,13 +64,15 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_init
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from rocm_fp8.kernels import gluon_support
+
 GROUP_K = 128
 GROUP_N = 128
 BLOCK_M = 128
 _SCALE_N = gl.constexpr(GROUP_N)  # the weight block along N, as the device code sees it
 VARIANTS = ("pipelined", "ws", "ws_lag", "ws2")
 SCALE_SOURCES = ("smem", "ahead", "load")
-SM90_SHARED_BYTES = 232448  # 227 KiB: the most one block may opt in to on H100/H200
+SM90_SHARED_BYTES = gluon_support.SM90_SHARED_BYTES  # 227 KiB: the most one block may opt in to on H100/H200
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,29 @@ class GluonConfig:
     #: ws2 only: write the tile through shared memory with a TMA store (bf16/fp16 out, TMA-able
     #: out; other outputs take ws's plain stores) instead of plain stores from registers
     tma_store: bool = True
+    #: ws2 with the TMA store at BN 256 only: output buffers per consumer. 2 (v2): one per 128-wide
+    #: column block, so the second block's store does not wait for the first's; 1 (v3): the second
+    #: block waits until the TMA engine has read the first out of the buffer, which frees 32 KiB of
+    #: shared memory (BN 256 with 4 ring stages fits, scales "load")
+    epilogue_bufs: int = 2
 
     def validate(self) -> "GluonConfig":
         if self.variant not in VARIANTS:
             raise ValueError(f"config.variant: expected one of {VARIANTS}, got {self.variant!r}")
-        if self.block_n not in (64, 128, 256):
-            raise ValueError(f"config.block_n: expected 64, 128 or 256, got {self.block_n}")
+        if self.block_n not in (64, 128, 192, 256):
+            raise ValueError(f"config.block_n: expected 64, 128, 192 (ws2) or 256, got {self.block_n}")
         if not 2 <= self.stages <= 8:
             raise ValueError(f"config.stages: expected 2..8, got {self.stages}")
         if self.scales not in SCALE_SOURCES:
             raise ValueError(f"config.scales: expected one of {SCALE_SOURCES}, got {self.scales!r}")
-        if self.variant == "ws2" and self.block_n not in (128, 256):
-            raise ValueError(f"config.block_n: ws2 takes 128 or 256, got {self.block_n}")
+        if self.variant == "ws2" and self.block_n not in (128, 192, 256):
+            raise ValueError(f"config.block_n: ws2 takes 128, 192 or 256, got {self.block_n}")
+        if self.variant != "ws2" and self.block_n == 192:
+            raise ValueError(f"config.block_n: 192 is ws2's (v3), {self.variant} takes 64, 128 or 256")
+        if self.block_n == 192 and self.scales == "ahead":
+            raise ValueError("config.scales: ws2 at BN 192 takes 'smem' or 'load', got 'ahead'")
+        if self.epilogue_bufs not in (1, 2):
+            raise ValueError(f"config.epilogue_bufs: expected 1 or 2, got {self.epilogue_bufs}")
         if self.group_m < 1:
             raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
         need = self.shared_bytes()
@@ -105,14 +122,10 @@ class GluonConfig:
         return self
 
     def shared_bytes(self, out_bytes: int = 2) -> int:
-        """The ring's FP8 A and B tiles plus barriers, and ws2's output tile when it stores with TMA
-        (what the compiled kernel reports, within 1 KiB)."""
-        ring = self.stages * (BLOCK_M + self.block_n) * GROUP_K + 1024
-        if self.variant == "ws2" and self.tma_store:
-            ring += BLOCK_M * self.block_n * out_bytes
-        if self.variant == "ws2" and self.scales == "smem":
-            ring += self.stages * (BLOCK_M + max(1, self.block_n // GROUP_N) * BLOCK_M // 2) * 4
-        return ring
+        """The ring's FP8 A and B tiles plus barriers, and ws2's output tiles when it stores with TMA
+        and its staged scales (what the compiled kernel reports, within 1 KiB)."""
+        return gluon_support.gluon_shared_bytes(self.variant, self.block_n, self.stages, self.scales,
+                                                self.tma_store, self.epilogue_bufs, out_bytes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -404,7 +417,8 @@ def _ws2_epilogue(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, str
 
 
 @gluon.jit
-def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+def _ws2_producer(a_desc, b_desc, b_desc2, a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
+                  M, N, K,
                   stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
     """ws's producer, plus (scales "smem") each slot's scales: the tile's 128 activation scales and
     the weight block scale of each 128-wide column block (repeated 64 times, so a consumer reads
@@ -412,12 +426,16 @@ def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty,
     never waits for them) and tracked by the slot's ``full`` barrier, which completes only when
     these copies and the TMA bytes have landed."""
     STAGES: gl.constexpr = b_bufs.type.shape[0]
-    BN: gl.constexpr = b_bufs.type.shape[1]
+    # BN 192 (v3): the tile's 128-wide part goes to b_bufs, its 64-wide part to b_small (Triton's
+    # blocks are powers of two); an odd tile column starts mid-block, so its parts swap places
+    B192: gl.constexpr = b_small.type.shape[1] == 64
+    BN: gl.constexpr = 192 if b_small.type.shape[1] == 64 else b_bufs.type.shape[1]
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF
     SB: gl.constexpr = sb_smem.type.shape[1]
-    tile_bytes: gl.constexpr = 2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    tile_bytes: gl.constexpr = (2 * a_desc.block_type.nbytes + b_desc.block_type.nbytes
+                                + (b_desc2.block_type.nbytes if b_small.type.shape[1] == 64 else 0))
     ra_layout: gl.constexpr = gl.BlockedLayout([2 * HALF // 32], [32], [1], [0])
     rb_layout: gl.constexpr = gl.BlockedLayout([SB // 32], [32], [1], [0])
     num_pid_m = gl.cdiv(M, 2 * HALF)
@@ -432,9 +450,14 @@ def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty,
             rows = off_m + gl.arange(0, 2 * HALF, layout=ra_layout)
             a_base = as_ptr + rows * stride_asm
             a_mask = rows < M
-            col0 = off_n + (gl.arange(0, SB, layout=rb_layout) // HALF) * _SCALE_N  # element j: block j // 64
-            b_base = bs_ptr + (col0 // _SCALE_N) * stride_bsn
-            b_mask = col0 < N
+            # element j: the weight block (off_n // 128) + j // 64; BN 192: the 128-wide part's block
+            # first, then the 64-wide part's (on an odd tile column that is the other order)
+            if B192:
+                blk_n = off_n // _SCALE_N + ((gl.arange(0, SB, layout=rb_layout) // HALF) ^ (pid_n % 2))
+            else:
+                blk_n = off_n // _SCALE_N + gl.arange(0, SB, layout=rb_layout) // HALF
+            b_base = bs_ptr + blk_n * stride_bsn
+            b_mask = blk_n * _SCALE_N < N
         for kb in range(k_blocks):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -446,16 +469,107 @@ def _ws2_producer(a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty,
             mbarrier.expect(full.index(s), tile_bytes)
             tma.async_copy_global_to_shared(a_desc, [off_m, kb * BK], full.index(s), a_bufs.index(2 * s))
             tma.async_copy_global_to_shared(a_desc, [off_m + HALF, kb * BK], full.index(s), a_bufs.index(2 * s + 1))
-            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BK], full.index(s), b_bufs.index(s))
+            if B192:
+                odd = pid_n % 2
+                tma.async_copy_global_to_shared(b_desc, [off_n + odd * 64, kb * BK], full.index(s), b_bufs.index(s))
+                tma.async_copy_global_to_shared(b_desc2, [off_n + (1 - odd) * 128, kb * BK], full.index(s),
+                                                b_small.index(s))
+            else:
+                tma.async_copy_global_to_shared(b_desc, [off_n, kb * BK], full.index(s), b_bufs.index(s))
             it += 1
 
 
 @gluon.jit
-def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m,
+def _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m, off_n, M, N, k_blocks,
+                  stride_asm, stride_ask, stride_bsn, stride_bsk, acc0, acc1, zero, it,
+                  PART: gl.constexpr, SMEM_SCALES: gl.constexpr, TWO: gl.constexpr, layout: gl.constexpr):
+    """ws2's K loop at BN 256 with the scales staged or loaded per K block (not "ahead"), for a tile
+    whose two 128-wide column blocks both lie (partly) inside N (TWO) or whose second lies wholly past
+    N (v3: e.g. N = 2112, the last tile column; its wgmma would only multiply TMA's zero fill, so it
+    is skipped). One loop per case, chosen per tile: a branch inside the loop made ptxas spill."""
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    HALF: gl.constexpr = a_bufs.type.shape[1]
+    SUB: gl.constexpr = 128
+    rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
+    for kb in range(k_blocks):
+        s = it % STAGES
+        if SMEM_SCALES:
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+            sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
+            sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)
+            if TWO:
+                sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
+        else:
+            sa = _row_scales(as_ptr, off_m, kb, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+            sb = _col_scale(bs_ptr, off_n, kb, k_blocks, N, stride_bsn, stride_bsk)
+            if TWO:
+                sc = _col_scale(bs_ptr, off_n + SUB, kb, k_blocks, N, stride_bsn, stride_bsk)
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+        a_s = a_bufs.index(2 * s + PART)
+        b_s = b_bufs.index(s)
+        b_0 = b_s.slice(0, SUB)
+        blk = warpgroup_mma(a_s, b_0.permute((1, 0)), zero, use_acc=False, is_async=True)
+        blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
+        if TWO:
+            acc0 += blk * gl.expand_dims(sa * sb, 1)
+            b_1 = b_s.slice(SUB, SUB)
+            # (the first half's result as the ignored input accumulator: see _ws2_consumer)
+            blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
+            blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
+            mbarrier.arrive(empty.index(s))
+            acc1 += blk * gl.expand_dims(sa * sc, 1)
+        else:
+            mbarrier.arrive(empty.index(s))
+            acc0 += blk * gl.expand_dims(sa * sb, 1)
+        it += 1
+    return acc0, acc1, it
+
+
+@gluon.jit
+def _ws2_kloop_192(a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m, blk_b, blk_s, M, N,
+                   k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, acc_b, acc_s, zero_b, zero_s, it,
+                   PART: gl.constexpr, SMEM_SCALES: gl.constexpr, layout_b: gl.constexpr, layout_s: gl.constexpr):
+    """ws2's K loop at BN 192 (v3): a 192-wide tile covers 1.5 weight blocks, a 128-wide part inside
+    weight block ``blk_b`` (in b_bufs) and a 64-wide part inside ``blk_s`` (in b_small), so each K
+    block runs one m64n128 and one m64n64 wgmma, each with one scale per row, both issued before one
+    wait."""
+    STAGES: gl.constexpr = b_bufs.type.shape[0]
+    HALF: gl.constexpr = a_bufs.type.shape[1]
+    rows_b: gl.constexpr = gl.SliceLayout(1, layout_b)
+    rows_s: gl.constexpr = gl.SliceLayout(1, layout_s)
+    for kb in range(k_blocks):
+        s = it % STAGES
+        if SMEM_SCALES:
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+            sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_b)
+            sc_b = sb_smem.index(s).slice(0, HALF).load(rows_b)
+            sc_s = sb_smem.index(s).slice(HALF, HALF).load(rows_s)
+        else:
+            sa = _row_scales(as_ptr, off_m, kb, k_blocks, M, stride_asm, stride_ask, HALF, layout_b)
+            sc_b = _col_scale(bs_ptr, blk_b * _SCALE_N, kb, k_blocks, N, stride_bsn, stride_bsk)
+            sc_s = _col_scale(bs_ptr, blk_s * _SCALE_N, kb, k_blocks, N, stride_bsn, stride_bsk)
+            mbarrier.wait(full.index(s), (it // STAGES) & 1)
+        a_s = a_bufs.index(2 * s + PART)
+        b_big = b_bufs.index(s)
+        b_sml = b_small.index(s)
+        res_b = warpgroup_mma(a_s, b_big.permute((1, 0)), zero_b, use_acc=False, is_async=True)
+        res_s = warpgroup_mma(a_s, b_sml.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        res_s, res_b, _, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(res_s, res_b, a_s, b_big, b_sml))
+        mbarrier.arrive(empty.index(s))
+        acc_b += res_b * gl.expand_dims(sa * sc_b, 1)
+        acc_s += res_s * gl.expand_dims(gl.convert_layout(sa, rows_s) * sc_s, 1)
+        it += 1
+    return acc_b, acc_s, it
+
+
+@gluon.jit
+def _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
                   PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
     STAGES: gl.constexpr = b_bufs.type.shape[0]
-    BN: gl.constexpr = b_bufs.type.shape[1]
+    B192: gl.constexpr = b_small.type.shape[1] == 64  # BN 192 (v3): a 128-wide and a 64-wide part
+    BN: gl.constexpr = 192 if b_small.type.shape[1] == 64 else b_bufs.type.shape[1]
     HALF: gl.constexpr = a_bufs.type.shape[1]
     BK: gl.constexpr = a_bufs.type.shape[2]
     # BN 256: two m64n128 wgmmas per K block, each promoted at once, so only one 64x128 block
@@ -463,6 +577,15 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
     SUB: gl.constexpr = 128 if BN > 128 else BN
     NSUB: gl.constexpr = BN // SUB
     SMEM_SCALES: gl.constexpr = sa_smem.type.shape[1] == 2 * HALF  # the producer stages the scales
+    # BN 192 (v3): a 64x128 and a 64x64 accumulator (_ws2_kloop_192)
+    layout_b: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, 128, 32])
+    layout_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, 64, 32])
+    zero_b = gl.zeros([HALF, 128], gl.float32, layout_b)
+    zero_s = gl.zeros([HALF, 64], gl.float32, layout_s)
+    # output buffers per consumer: NSUB (v2), or 1 reused by the second column block (v3)
+    EPI: gl.constexpr = c_smem.type.shape[0] // 2
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, SUB, 32])
     rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
@@ -475,170 +598,235 @@ def _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc,
         pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, group_m)
         off_m = pid_m * 2 * HALF + PART * HALF
         off_n = pid_n * BN
-        acc0 = gl.zeros([HALF, SUB], gl.float32, layout)
-        if NSUB == 2:
-            acc1 = gl.zeros([HALF, SUB], gl.float32, layout)
-        # scales of K blocks 0 .. PREFETCH-1 now; in the loop, block kb + PREFETCH's are issued before
-        # block kb's barrier wait, so each load has PREFETCH K blocks of MMAs to arrive
-        if PREFETCH >= 1:
-            sa0 = _row_scales(as_ptr, off_m, 0, k_blocks, M, stride_asm, stride_ask, HALF, layout)
-            sb0 = _col_scale(bs_ptr, off_n, 0, k_blocks, N, stride_bsn, stride_bsk)
+        if B192:
+            odd = pid_n % 2
+            acc_b = gl.zeros([HALF, 128], gl.float32, layout_b)
+            acc_s = gl.zeros([HALF, 64], gl.float32, layout_s)
+            acc_b, acc_s, it = _ws2_kloop_192(a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
+                                              off_m, off_n // _SCALE_N + odd, off_n // _SCALE_N + 1 - odd, M, N,
+                                              k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, acc_b, acc_s,
+                                              zero_b, zero_s, it, PART, SMEM_SCALES, layout_b, layout_s)
+            # (either part may lie wholly past N on the last tile column; each store waits for every
+            # earlier one to have left shared memory, so a skipped part never lets a buffer be reused early)
+            col_b = off_n + odd * 64
+            col_s = off_n + (1 - odd) * 128
+            if col_b < N:
+                _ws2_epilogue(acc_b, c_smem, c_desc, c_ptr, off_m, col_b, M, N, stride_cm, stride_cn, PART,
+                              HALF, 128, layout_b, TMA_STORE, 0)
+            if col_s < N:
+                _ws2_epilogue(acc_s, c_smem2, c_desc2, c_ptr, off_m, col_s, M, N, stride_cm, stride_cn, PART,
+                              HALF, 64, layout_s, TMA_STORE, 0)
+        else:
+            acc0 = gl.zeros([HALF, SUB], gl.float32, layout)
             if NSUB == 2:
-                sc0 = _col_scale(bs_ptr, off_n + SUB, 0, k_blocks, N, stride_bsn, stride_bsk)
-        if PREFETCH >= 2:
-            sa1 = _row_scales(as_ptr, off_m, 1, k_blocks, M, stride_asm, stride_ask, HALF, layout)
-            sb1 = _col_scale(bs_ptr, off_n, 1, k_blocks, N, stride_bsn, stride_bsk)
-            if NSUB == 2:
-                sc1 = _col_scale(bs_ptr, off_n + SUB, 1, k_blocks, N, stride_bsn, stride_bsk)
-        for kb in range(k_blocks):
-            s = it % STAGES
-            if SMEM_SCALES:
-                mbarrier.wait(full.index(s), (it // STAGES) & 1)
-                sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
-                sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)  # the weight scale, 64 times
+                acc1 = gl.zeros([HALF, SUB], gl.float32, layout)
+            # scales of K blocks 0 .. PREFETCH-1 now; in the loop, block kb + PREFETCH's are issued before
+            # block kb's barrier wait, so each load has PREFETCH K blocks of MMAs to arrive
+            if PREFETCH >= 1:
+                sa0 = _row_scales(as_ptr, off_m, 0, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+                sb0 = _col_scale(bs_ptr, off_n, 0, k_blocks, N, stride_bsn, stride_bsk)
                 if NSUB == 2:
-                    sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
-            else:
-                nxt = kb + PREFETCH
-                sa_n = _row_scales(as_ptr, off_m, nxt, k_blocks, M, stride_asm, stride_ask, HALF, layout)
-                sb_n = _col_scale(bs_ptr, off_n, nxt, k_blocks, N, stride_bsn, stride_bsk)
+                    sc0 = _col_scale(bs_ptr, off_n + SUB, 0, k_blocks, N, stride_bsn, stride_bsk)
+            if PREFETCH >= 2:
+                sa1 = _row_scales(as_ptr, off_m, 1, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+                sb1 = _col_scale(bs_ptr, off_n, 1, k_blocks, N, stride_bsn, stride_bsk)
                 if NSUB == 2:
-                    sc_n = _col_scale(bs_ptr, off_n + SUB, nxt, k_blocks, N, stride_bsn, stride_bsk)
-                # the scales of this block (loaded PREFETCH blocks ago) ...
-                if PREFETCH == 0:
-                    sa = sa_n
-                    sb = sb_n
-                    if NSUB == 2:
-                        sc = sc_n
+                    sc1 = _col_scale(bs_ptr, off_n + SUB, 1, k_blocks, N, stride_bsn, stride_bsk)
+            if NSUB == 2 and PREFETCH == 0:
+                if off_n + SUB < N:
+                    acc0, acc1, it = _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
+                                                   off_m, off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn,
+                                                   stride_bsk, acc0, acc1, zero, it, PART, SMEM_SCALES, True, layout)
                 else:
-                    sa = sa0
-                    sb = sb0
+                    acc0, acc1, it = _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
+                                                   off_m, off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn,
+                                                   stride_bsk, acc0, acc1, zero, it, PART, SMEM_SCALES, False, layout)
+            for kb in range(k_blocks if NSUB == 1 or PREFETCH != 0 else 0):
+                s = it % STAGES
+                if SMEM_SCALES:
+                    mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                    sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
+                    sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)  # the weight scale, 64 times
                     if NSUB == 2:
-                        sc = sc0
-                # ... and the rotation of the in-flight ones
-                if PREFETCH == 1:
-                    sa0 = sa_n
-                    sb0 = sb_n
+                        sc = sb_smem.index(s).slice(HALF, HALF).load(rows_layout)
+                else:
+                    nxt = kb + PREFETCH
+                    sa_n = _row_scales(as_ptr, off_m, nxt, k_blocks, M, stride_asm, stride_ask, HALF, layout)
+                    sb_n = _col_scale(bs_ptr, off_n, nxt, k_blocks, N, stride_bsn, stride_bsk)
                     if NSUB == 2:
-                        sc0 = sc_n
-                if PREFETCH == 2:
-                    sa0 = sa1
-                    sb0 = sb1
-                    sa1 = sa_n
-                    sb1 = sb_n
-                    if NSUB == 2:
-                        sc0 = sc1
-                        sc1 = sc_n
-                mbarrier.wait(full.index(s), (it // STAGES) & 1)
-            a_s = a_bufs.index(2 * s + PART)
-            b_s = b_bufs.index(s)
+                        sc_n = _col_scale(bs_ptr, off_n + SUB, nxt, k_blocks, N, stride_bsn, stride_bsk)
+                    # the scales of this block (loaded PREFETCH blocks ago) ...
+                    if PREFETCH == 0:
+                        sa = sa_n
+                        sb = sb_n
+                        if NSUB == 2:
+                            sc = sc_n
+                    else:
+                        sa = sa0
+                        sb = sb0
+                        if NSUB == 2:
+                            sc = sc0
+                    # ... and the rotation of the in-flight ones
+                    if PREFETCH == 1:
+                        sa0 = sa_n
+                        sb0 = sb_n
+                        if NSUB == 2:
+                            sc0 = sc_n
+                    if PREFETCH == 2:
+                        sa0 = sa1
+                        sb0 = sb1
+                        sa1 = sa_n
+                        sb1 = sb_n
+                        if NSUB == 2:
+                            sc0 = sc1
+                            sc1 = sc_n
+                    mbarrier.wait(full.index(s), (it // STAGES) & 1)
+                a_s = a_bufs.index(2 * s + PART)
+                b_s = b_bufs.index(s)
+                if NSUB == 2:
+                    b_0 = b_s.slice(0, SUB)
+                    blk = warpgroup_mma(a_s, b_0.permute((1, 0)), zero, use_acc=False, is_async=True)
+                    blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
+                    acc0 += blk * gl.expand_dims(sa * sb, 1)
+                    b_1 = b_s.slice(SUB, SUB)
+                    # (the first half's result as the ignored input accumulator: its registers are
+                    # reused, so ptxas cannot keep both halves' results live and spill)
+                    blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
+                    blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
+                    mbarrier.arrive(empty.index(s))
+                    acc1 += blk * gl.expand_dims(sa * sc, 1)
+                else:
+                    blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
+                    blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
+                    mbarrier.arrive(empty.index(s))
+                    acc0 += blk * gl.expand_dims(sa * sb, 1)
+                it += 1
+            _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * EPI,
+                          HALF, SUB, layout, TMA_STORE, 0)
             if NSUB == 2:
-                b_0 = b_s.slice(0, SUB)
-                blk = warpgroup_mma(a_s, b_0.permute((1, 0)), zero, use_acc=False, is_async=True)
-                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_0))
-                acc0 += blk * gl.expand_dims(sa * sb, 1)
-                b_1 = b_s.slice(SUB, SUB)
-                # (the first half's result as the ignored input accumulator: its registers are
-                # reused, so ptxas cannot keep both halves' results live and spill)
-                blk = warpgroup_mma(a_s, b_1.permute((1, 0)), blk, use_acc=False, is_async=True)
-                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_1))
-                mbarrier.arrive(empty.index(s))
-                acc1 += blk * gl.expand_dims(sa * sc, 1)
-            else:
-                blk = warpgroup_mma(a_s, b_s.permute((1, 0)), zero, use_acc=False, is_async=True)
-                blk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(blk, a_s, b_s))
-                mbarrier.arrive(empty.index(s))
-                acc0 += blk * gl.expand_dims(sa * sb, 1)
-            it += 1
-        _ws2_epilogue(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, PART * NSUB,
-                      HALF, SUB, layout, TMA_STORE, 0)
-        if NSUB == 2:
-            # (the second column block of the last tile column may lie wholly past N)
-            if off_n + SUB < N:
-                _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
-                              PART * NSUB + 1, HALF, SUB, layout, TMA_STORE, 1)
+                # (the second column block of the last tile column may lie wholly past N)
+                if off_n + SUB < N:
+                    # (one buffer: wait until the first block's store has read it; two: let it run on)
+                    _ws2_epilogue(acc1, c_smem, c_desc, c_ptr, off_m, off_n + SUB, M, N, stride_cm, stride_cn,
+                                  PART * EPI + EPI - 1, HALF, SUB, layout, TMA_STORE, EPI - 1)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 # (constexprs do not cross gl.warp_specialize in Triton 3.6: one wrapper per (part, prefetch, store))
 @gluon.jit
-def _ws2_c0_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, False)
+def _ws2_c0_p0_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  0, 0, False)
 
 
 @gluon.jit
-def _ws2_c1_p0_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, False)
+def _ws2_c1_p0_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  1, 0, False)
 
 
 @gluon.jit
-def _ws2_c0_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, False)
+def _ws2_c0_p2_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  0, 2, False)
 
 
 @gluon.jit
-def _ws2_c1_p2_s0(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, False)
+def _ws2_c1_p2_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  1, 2, False)
 
 
 @gluon.jit
-def _ws2_c0_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 0, True)
+def _ws2_c0_p0_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  0, 0, True)
 
 
 @gluon.jit
-def _ws2_c1_p0_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 0, True)
+def _ws2_c1_p0_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  1, 0, True)
 
 
 @gluon.jit
-def _ws2_c0_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 0, 2, True)
+def _ws2_c0_p2_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  0, 2, True)
 
 
 @gluon.jit
-def _ws2_c1_p2_s1(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
-                  stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, group_m, 1, 2, True)
+def _ws2_c1_p2_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m):
+    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
+                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
+                  stride_bsk, group_m,
+                  1, 2, True)
 
 
 @gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
-def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
+def gemm_ws2_kernel(a_desc, b_desc, b_desc2, c_desc, c_desc2, c_ptr, as_ptr, bs_ptr, M, N, K,
                     stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
                     BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr):
+                    PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr,
+                    EPI_BUFS: gl.constexpr):
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     SUB: gl.constexpr = 128 if BN > 128 else BN
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [2 * STAGES, HALF, BK], a_desc.layout)
-    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    if BN == 192:  # the tile's 128-wide and 64-wide parts (b_desc's and b_desc2's boxes)
+        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, 128, BK], b_desc.layout)
+        b_small = gl.allocate_shared_memory(b_desc2.dtype, [STAGES, 64, BK], b_desc2.layout)
+    else:
+        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+        b_small = gl.allocate_shared_memory(b_desc.dtype, [1, 32, BK], b_desc.layout)  # (unused: shape says so)
     if TMA_STORE:
-        # one [64, SUB] output buffer per consumer and 128-wide column block
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * (BN // SUB), HALF, SUB], c_desc.layout)
+        # per consumer one [64, SUB] output buffer per 128-wide column block (v2), or one (v3)
+        EPI: gl.constexpr = EPI_BUFS if EPI_BUFS < BN // SUB else BN // SUB
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 * EPI, HALF, SUB], c_desc.layout)
+        if BN == 192:  # and one [64, 64] buffer per consumer for the 64-wide part (c_desc2's box)
+            c_smem2 = gl.allocate_shared_memory(c_desc2.dtype, [2, HALF, 64], c_desc2.layout)
+        else:
+            c_smem2 = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
     else:
         c_smem = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+        c_smem2 = gl.allocate_shared_memory(gl.int8, [1, 16, 16], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
     flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])  # (rank of one slot: .index() keeps it)
     if SMEM_SCALES:
         # per slot: the 128 rows' activation scales, and each column block's weight scale 64 times
         sa_smem = gl.allocate_shared_memory(gl.float32, [STAGES, 2 * HALF], flat)
-        sb_smem = gl.allocate_shared_memory(gl.float32, [STAGES, (BN // SUB) * HALF], flat)
+        sb_smem = gl.allocate_shared_memory(gl.float32, [STAGES, ((BN + SUB - 1) // SUB) * HALF], flat)
     else:
         sa_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)  # (unused: shape says "not staged")
         sb_smem = gl.allocate_shared_memory(gl.float32, [1, 32], flat)
@@ -648,9 +836,11 @@ def gemm_ws2_kernel(a_desc, b_desc, c_desc, c_ptr, as_ptr, bs_ptr, M, N, K,
         mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)
     fence_async_shared()
-    consumer_args = (a_bufs, b_bufs, c_smem, sa_smem, sb_smem, full, empty, c_desc, c_ptr, as_ptr, bs_ptr, M, N,
-                     K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
-    producer_args = (a_desc, b_desc, a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, M, N, K,
+    consumer_args = (a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2, c_ptr,
+                     as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                     GROUP_M)
+    producer_args = (a_desc, b_desc, b_desc2, a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
+                     M, N, K,
                      stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
     if TMA_STORE:
         if PREFETCH == 2:
@@ -712,6 +902,10 @@ def descriptors(x_q: torch.Tensor, w_q: Optional[torch.Tensor], cfg: GluonConfig
     a = TensorDescriptor(x_q, list(x_q.shape), list(x_q.stride()), [a_rows, GROUP_K], a_layout)
     if w_q is None:
         return a, None
+    if cfg.block_n == 192:  # (ws2, v3) the tile's 128-wide and 64-wide parts: two boxes, a tuple
+        return a, tuple(TensorDescriptor(w_q, list(w_q.shape), list(w_q.stride()), [rows, GROUP_K],
+                                         gl.NVMMASharedLayout.get_default_for([rows, GROUP_K], elt))
+                        for rows in (128, 64))
     b = TensorDescriptor(w_q, list(w_q.shape), list(w_q.stride()), [cfg.block_n, GROUP_K], b_layout)
     return a, b
 
@@ -733,8 +927,7 @@ def tma_storable(out: torch.Tensor) -> bool:
             and not out.data_ptr() % 16 and not (out.stride(0) * out.element_size()) % 16)
 
 
-def _out_descriptor(out: torch.Tensor, block_n: int):
-    sub = min(block_n, 128)
+def _out_descriptor(out: torch.Tensor, sub: int):
     elt = gl.bfloat16 if out.dtype == torch.bfloat16 else gl.float16
     layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, sub], elt)
     return TensorDescriptor(out, list(out.shape), list(out.stride()), [BLOCK_M // 2, sub], layout)
@@ -754,11 +947,16 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
             x_scale.stride(0), x_scale.stride(1), w_scale.stride(0), w_scale.stride(1))
     if cfg.variant == "ws2":
         store = cfg.tma_store and tma_storable(out)
-        c_desc = _out_descriptor(out, cfg.block_n) if store else out
-        return gemm_ws2_kernel[grid](a_desc, b_desc, c_desc, *args[2:], BN=cfg.block_n, STAGES=cfg.stages,
+        c_desc = _out_descriptor(out, min(cfg.block_n, 128)) if store else out
+        # (BN 192: a second box of 64 columns for the tile's 64-wide part)
+        c_desc2 = _out_descriptor(out, 64) if store and cfg.block_n == 192 else c_desc
+        b_desc, b_desc2 = b_desc if isinstance(b_desc, tuple) else (b_desc, b_desc)
+        return gemm_ws2_kernel[grid](a_desc, b_desc, b_desc2, c_desc, c_desc2, *args[2:], BN=cfg.block_n,
+                                     STAGES=cfg.stages,
                                      GROUP_M=cfg.group_m, PRODUCER_REGS=cfg.producer_regs,
                                      CONSUMER_REGS=cfg.consumer_regs, PREFETCH=2 if cfg.scales == "ahead" else 0,
-                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem", num_warps=4)
+                                     TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem",
+                                     EPI_BUFS=cfg.epilogue_bufs, num_warps=4)
     if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -831,9 +1029,14 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
     elt = gl.float8e4nv
     a_rows = BLOCK_M if cfg.variant == "pipelined" else BLOCK_M // 2
     a_layout = gl.NVMMASharedLayout.get_default_for([a_rows, GROUP_K], elt)
-    b_layout = gl.NVMMASharedLayout.get_default_for([cfg.block_n, GROUP_K], elt)
     a_ty = f"tensordesc<fp8e4nv[{a_rows}, {GROUP_K}],{a_layout!r}>"
-    b_ty = f"tensordesc<fp8e4nv[{cfg.block_n}, {GROUP_K}],{b_layout!r}>"
+
+    def b_type(rows):
+        b_layout = gl.NVMMASharedLayout.get_default_for([rows, GROUP_K], elt)
+        return f"tensordesc<fp8e4nv[{rows}, {GROUP_K}],{b_layout!r}>"
+
+    # (ws2 at BN 192: the tile's 128-wide and 64-wide parts, two boxes)
+    b_ty = b_type(128 if cfg.block_n == 192 else cfg.block_n)
     sig = {"a_desc": a_ty, "b_desc": b_ty, "c_ptr": f"*{out_dtype}", "as_ptr": "*fp32", "bs_ptr": "*fp32",
            "M": "i32", "N": "i32", "K": "i32", "stride_cm": "i32", "stride_cn": "i32",
            "stride_asm": "i32", "stride_ask": "i32", "stride_bsn": "i32", "stride_bsk": "i32"}
@@ -842,16 +1045,20 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
         fn, num_warps = gemm_ws2_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
                       PREFETCH=2 if cfg.scales == "ahead" else 0, TMA_STORE=cfg.tma_store and out_dtype != "fp32",
-                      SMEM_SCALES=cfg.scales == "smem")
+                      SMEM_SCALES=cfg.scales == "smem", EPI_BUFS=cfg.epilogue_bufs)
         sub = min(cfg.block_n, 128)
-        if consts["TMA_STORE"]:
+
+        def c_type(width):
+            if not consts["TMA_STORE"]:
+                return f"*{out_dtype}"
             c_elt = gl.bfloat16 if out_dtype == "bf16" else gl.float16
-            c_layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, sub], c_elt)
-            c_ty = f"tensordesc<{out_dtype}[{BLOCK_M // 2}, {sub}],{c_layout!r}>"
-        else:
-            c_ty = f"*{out_dtype}"
-        sig = {"a_desc": a_ty, "b_desc": b_ty, "c_desc": c_ty, **{k: v for k, v in sig.items() if k not in
-                                                                  ("a_desc", "b_desc")}}
+            c_layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, width], c_elt)
+            return f"tensordesc<{out_dtype}[{BLOCK_M // 2}, {width}],{c_layout!r}>"
+
+        sig = {"a_desc": a_ty, "b_desc": b_ty, "b_desc2": b_type(64) if cfg.block_n == 192 else b_ty,
+               "c_desc": c_type(sub),
+               "c_desc2": c_type(64 if cfg.block_n == 192 else sub),
+               **{k: v for k, v in sig.items() if k not in ("a_desc", "b_desc")}}
     elif cfg.variant in ("ws", "ws_lag"):
         fn, num_warps = gemm_ws_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -860,7 +1067,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
         fn, num_warps = gemm_pipelined_kernel, 8
         consts["num_warps"] = num_warps
     for name in ("BN", "STAGES", "GROUP_M", "PRODUCER_REGS", "CONSUMER_REGS", "LAG", "PREFETCH", "TMA_STORE",
-                 "SMEM_SCALES", "num_warps"):
+                 "SMEM_SCALES", "EPI_BUFS", "num_warps"):
         if name in consts:
             sig[name] = "constexpr"
     src = GluonASTSource(fn, sig, dict(consts))
@@ -911,13 +1118,14 @@ def _main(argv=None) -> int:
     p.add_argument("--stages", type=int, action="append")
     p.add_argument("--scales", action="append", choices=SCALE_SOURCES, help="ws2's scale source")
     p.add_argument("--no-tma-store", action="store_true", help="ws2 with plain stores")
+    p.add_argument("--epilogue-bufs", type=int, default=2, choices=(1, 2), help="ws2's output buffers per consumer")
     args = p.parse_args(argv)
     for variant in args.variant or VARIANTS:
         for bn in args.block_n or (128,):
             for st in args.stages or (4, 5):
                 for src in (args.scales or ("smem",)) if variant == "ws2" else ("smem",):
                     cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scales=src,
-                                      tma_store=not args.no_tma_store)
+                                      tma_store=not args.no_tma_store, epilogue_bufs=args.epilogue_bufs)
                     print(json.dumps(resources(cfg)), flush=True)
     return 0
 

@@ -78,10 +78,12 @@ class KernelConfig:
     programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
     frame: bool = False
-    #: None: this module's Triton kernel. "gluon_ws" / "gluon_pipelined": the Gluon sm90 kernel
-    #: (kernels/gluon_sm90.py; block_m 128, block_n, num_stages and group_m are its tile, ring depth
-    #: and L2 grouping), used where it can run (gluon_support.unavailable_reason) and the operands
-    #: suit TMA (K % 128 == 0, 16-byte alignment); elsewhere the Triton kernel runs this tile.
+    #: None: this module's Triton kernel. "gluon_ws2" (block_n 128/192/256), "gluon_ws",
+    #: "gluon_pipelined": the Gluon sm90 kernel (kernels/gluon_sm90.py; block_m 128, block_n,
+    #: num_stages and group_m are its tile, ring depth and L2 grouping), used where it can run
+    #: (gluon_support.unavailable_reason) and the operands suit TMA (K % 128 == 0, 16-byte
+    #: alignment); elsewhere the Triton kernel runs this tile. gluon_ws2 stages what fits beside the
+    #: ring (gluon_support.ws2_staging) and writes fp32 or unaligned outputs with plain stores.
     kernel: Optional[str] = None
     waves_per_eu: Optional[int] = None
     matrix_instr_nonkdim: Optional[int] = None
@@ -107,8 +109,10 @@ class KernelConfig:
 
         if not (pow2(self.block_m) and 16 <= self.block_m <= 256):
             raise ValueError(f"config.block_m: expected a power of two in [16, 256], got {self.block_m}")
-        if not (pow2(self.block_n) and 16 <= self.block_n <= 256):
-            raise ValueError(f"config.block_n: expected a power of two in [16, 256], got {self.block_n}")
+        ws2_192 = self.block_n == 192 and self.kernel == "gluon_ws2"  # (ws2's v3 tile, not a power of two)
+        if not ((pow2(self.block_n) and 16 <= self.block_n <= 256) or ws2_192):
+            raise ValueError(f"config.block_n: expected a power of two in [16, 256] (or 192 with kernel gluon_ws2), "
+                             f"got {self.block_n}")
         if self.programs_per_sm < 1:
             raise ValueError(f"config.programs_per_sm: expected >= 1, got {self.programs_per_sm}")
         if self.group_m < 1 or self.split_k < 1:
@@ -121,28 +125,49 @@ class KernelConfig:
             if self.kernel not in GLUON_KERNELS:
                 raise ValueError(f"config.kernel: expected None or one of {sorted(GLUON_KERNELS)}, "
                                  f"got {self.kernel!r}")
-            if self.block_m != 128 or self.block_n not in (64, 128, 256) or self.split_k != 1:
+            if self.block_m != 128 or self.block_n not in (64, 128, 192, 256) or self.split_k != 1:
                 raise ValueError(f"config: the {self.kernel} kernel takes block_m 128, block_n 64/128/256 and "
                                  f"split_k 1, got block_m {self.block_m}, block_n {self.block_n}, "
                                  f"split_k {self.split_k}")
             if not 2 <= self.num_stages <= 8:
                 raise ValueError(f"config.num_stages: the {self.kernel} kernel takes 2..8, got {self.num_stages}")
+            from rocm_fp8.kernels import gluon_support as gs
+
+            if self.kernel == "gluon_ws2":
+                if self.block_n not in (128, 192, 256):
+                    raise ValueError(f"config.block_n: the gluon_ws2 kernel takes 128, 192 or 256, got {self.block_n}")
+                fits = gs.ws2_staging(self.block_n, self.num_stages) is not None
+            else:
+                fits = gs.gluon_shared_bytes(GLUON_KERNELS[self.kernel], self.block_n,
+                                             self.num_stages) <= gs.SM90_SHARED_BYTES
+            if not fits:
+                raise ValueError(f"config.num_stages: {self.num_stages} stages of a 128x{self.block_n} tile do not "
+                                 f"fit the {gs.SM90_SHARED_BYTES // 1024} KiB of shared memory of the "
+                                 f"{self.kernel} kernel")
         return self
 
     def gluon_config(self):
         """The :class:`rocm_fp8.kernels.gluon_sm90.GluonConfig` of a ``kernel="gluon_*"`` config."""
         g = gluon_module()
-        return g.GluonConfig(variant=GLUON_KERNELS[self.kernel], block_n=self.block_n, stages=self.num_stages,
-                             group_m=self.group_m).validate()
+        variant = GLUON_KERNELS[self.kernel]
+        extra = {}
+        if variant == "ws2":
+            from rocm_fp8.kernels.gluon_support import ws2_staging
+
+            extra = ws2_staging(self.block_n, self.num_stages) or {}
+        return g.GluonConfig(variant=variant, block_n=self.block_n, stages=self.num_stages,
+                             group_m=self.group_m, **extra).validate()
 
     def triton_fallback(self) -> "KernelConfig":
         """The same tile for this module's Triton kernel (where the Gluon one cannot run: another
-        GPU or Triton, or operands TMA cannot load, hence no TMA here either)."""
-        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False)
+        GPU or Triton, or operands TMA cannot load, hence no TMA here either). ws2's BN 192 is not a
+        power of two, which Triton's blocks must be: its fallback is BN 128."""
+        return replace(self, kernel=None, num_warps=8, persistent=True, tma=False,
+                       block_n=128 if self.block_n == 192 else self.block_n)
 
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
-GLUON_KERNELS = {"gluon_ws": "ws", "gluon_pipelined": "pipelined"}
+GLUON_KERNELS = {"gluon_ws2": "ws2", "gluon_ws": "ws", "gluon_pipelined": "pipelined"}
 
 
 def gluon_module():

@@ -86,12 +86,14 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
                     dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=5, persistent=True, tma=True),
                     dict(block_m=64, block_n=256, group_m=8, num_warps=8, num_stages=3, persistent=True, tma=True)]
         if hopper and m >= 1024 and arch in (None, "sm90") and _gluon_compiles():
-            # the Gluon sm90 kernel (kernels/gluon_sm90.py): warp-specialized TMA producer + two
-            # consumer warpgroups, and its single-partition pipelined sibling
-            out += [dict(block_m=128, block_n=128, group_m=g, num_warps=4, num_stages=st, persistent=True,
-                         kernel="gluon_ws") for st, g in ((4, 8), (5, 8), (6, 8), (5, 16))]
-            out += [dict(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=st, persistent=True,
-                         kernel="gluon_pipelined") for st in (4, 5)]
+            # the Gluon sm90 kernel (kernels/gluon_sm90.py), version 2 (ws2: warp-specialized TMA
+            # producer, two consumer warpgroups, staged scales, TMA-store epilogue): on the H200 its
+            # BN 256 x 3 stages reached 0.90x cuBLASLt geomean at M >= 1024 and BN 128 x 4 stages
+            # 0.84x, best at M = 1024 on small shapes (more tiles); v1 (gluon_ws, 0.63x) is left out.
+            # v3: BN 256 x 4 stages (one output buffer per consumer makes room for the 4th stage) and
+            # BN 192 x 4 (N = 2112 in 11 tiles; more tiles than BN 256 where SMs would idle).
+            out += [dict(block_m=128, block_n=bn, group_m=8, num_warps=4, num_stages=st, persistent=True,
+                         kernel="gluon_ws2") for bn, st in ((256, 3), (128, 4), (256, 4), (192, 4))]
     # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
 
