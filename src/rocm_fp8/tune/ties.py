@@ -17,6 +17,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from rocm_fp8.tune.timing import tflops
+
 #: the two fastest backends of a cell are re-timed when the slower is at most this much slower
 NEAR_TIE_MARGIN = 0.06
 #: timings per backend in the interleaved re-timing
@@ -61,8 +63,6 @@ def settle_near_tie(entries: list[dict[str, Any]], builders: Mapping[str, Callab
     interleaved and write the medians into both entries (``us``, ``tflops``; ``first_us`` and
     ``rounds_us`` keep the record). ``builders[name]()`` gives that backend's calls, one per input
     set. Says one line; returns a record for the tune log, or None when the cell is no near-tie."""
-    from rocm_fp8.tune.timing import tflops
-
     pair = near_tie(entries, margin)
     if pair is None:
         return None
