@@ -205,3 +205,18 @@ def test_speed_cell_can_leave_near_ties_alone():
                       skip={"triton", "torch-scaled-mm"}, known=known, retime=False,
                       timer=lambda calls: pytest.fail("timed"))
     assert cell == known and len(lines) == 1
+    cell = speed_cell(tc, sets, reference(*sets[0]), M, N, K, "e4m3fn", torch.float8_e4m3fn, None, lines.append,
+                      skip={"triton", "torch-scaled-mm"}, known=known, margin=0.03,
+                      timer=lambda calls: pytest.fail("timed"))  # 4.5% apart is no near-tie under 3%
+    assert cell == known and len(lines) == 2
+
+
+def test_tune_takes_the_near_tie_margin(capsys):
+    from rocm_fp8.tune.cli import parse_args
+
+    assert parse_args(["--n", "2048", "--k", "3072"]).near_tie == NEAR_TIE_MARGIN
+    assert parse_args(["--n", "2048", "--k", "3072", "--near-tie", "0"]).near_tie == 0
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(SystemExit):
+            parse_args(["--n", "2048", "--k", "3072", "--near-tie", bad])
+        assert f"--near-tie: expected a fraction in [0, 1), got {float(bad)}" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from rocm_fp8.tune.candidates import candidates, precompile
 from rocm_fp8.tune.search import scaled_mm_calls, triton_calls, tune_shape
 from rocm_fp8.tune.speed import speed_cell, speed_entry, write_speed
 from rocm_fp8.tune.table import versions, write_table
+from rocm_fp8.tune.ties import NEAR_TIE_MARGIN
 from rocm_fp8.tune.timing import tflops
 
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096, 16384)
@@ -62,6 +63,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--no-scaled-mm", action="store_true", help="do not measure cuBLASLt beside")
     p.add_argument("--no-speed", action="store_true",
                    help="do not time the other backends, nor record speed evidence for the dispatcher")
+    p.add_argument("--near-tie", type=float, default=NEAR_TIE_MARGIN, metavar="FRACTION",
+                   help="when the two fastest backends of a cell are within FRACTION of each other, time them "
+                        "again, interleaved, and record the medians (default %(default)s; 0: never)")
     p.add_argument("--speed-output", type=Path, default=None,
                    help="also write the speed evidence (a probe report) here")
     p.add_argument("--no-cache", action="store_true",
@@ -70,6 +74,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="processes that compile candidates in parallel (1: compile while timing)")
     p.add_argument("--log", type=Path, default=None, help="also write every candidate's timing here (JSON)")
     args = p.parse_args(argv)
+    if not 0 <= args.near_tie < 1:
+        p.error(f"--near-tie: expected a fraction in [0, 1), got {args.near_tie}")
     for v in args.n + args.k + args.m + args.tp:
         if v <= 0:
             p.error(f"--n/--k/--m/--tp: expected positive integers, got {v}")
@@ -142,7 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     builders["triton"] = lambda: triton_calls(sets, row["config"])
                 cell = speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, None, say,
                                   skip={e["backend"] for e in known} | ({"torch-scaled-mm"} if with_sm else set()),
-                                  known=known, builders=builders, log=near_ties)
+                                  known=known, builders=builders, log=near_ties,
+                                  retime=args.near_tie > 0, margin=args.near_tie)
                 if row is not None:
                     row_from_retimed(row, cell, m, n, k)
                 speed.extend(cell)

@@ -15,7 +15,7 @@ from rocm_fp8.dispatch import default_sources
 from rocm_fp8.quant import FP8_DTYPES
 from rocm_fp8.tune.operands import make_sets, reference, rel_error
 from rocm_fp8.tune.table import versions
-from rocm_fp8.tune.ties import settle_near_tie
+from rocm_fp8.tune.ties import NEAR_TIE_MARGIN, settle_near_tie
 from rocm_fp8.tune.timing import rotation_sets, tflops, time_calls
 
 
@@ -119,13 +119,13 @@ def measure_speed(tc, shapes: Sequence[tuple[int, int]], ms: Sequence[int], fp8_
 
 def speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, skip=(), known=None,
                evidence_extra: Sequence[Any] = (), builders: Optional[dict[str, Callable[[], list]]] = None,
-               timer: Optional[Callable] = None, retime: bool = True, log: Optional[list] = None
-               ) -> list[dict[str, Any]]:
+               timer: Optional[Callable] = None, retime: bool = True, log: Optional[list] = None,
+               margin: float = NEAR_TIE_MARGIN) -> list[dict[str, Any]]:
     """Speed entries of one (N, K, M): the ``known`` ones (timed by the caller) and every safe backend
-    not in ``skip``, timed here. When the two fastest are a near-tie (:mod:`rocm_fp8.tune.ties`) and
-    ``retime``, both are re-timed interleaved and their medians recorded; ``builders[name]()`` gives
-    the calls of a known backend (those timed here are rebuilt the dispatcher's way), and the record
-    of the re-timing, with the first timings, goes to ``log``."""
+    not in ``skip``, timed here. When the two fastest are within ``margin`` of each other (a near-tie,
+    :mod:`rocm_fp8.tune.ties`) and ``retime``, both are re-timed interleaved and their medians
+    recorded; ``builders[name]()`` gives the calls of a known backend (those timed here are rebuilt
+    the dispatcher's way), and the record of the re-timing, with the first timings, goes to ``log``."""
     timer = timer or time_calls
     backends, skipped = safe_backends(tc, n, k, m, fp8_name, names, list(evidence_extra) + default_sources(tc))
     entries = list(known or [])
@@ -147,7 +147,7 @@ def speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, skip=(), known
             words.append(f"{name} skipped ({why[:120]})")
     say(f"speed N={n} K={k} M={m} (TFLOPS): " + "; ".join(words))
     if retime:
-        record = settle_near_tie(entries, builders, timer, m=m, n=n, k=k, say=say)
+        record = settle_near_tie(entries, builders, timer, m=m, n=n, k=k, margin=margin, say=say)
         if record is not None and log is not None:
             log.append(record)
     return entries
