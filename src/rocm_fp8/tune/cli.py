@@ -20,8 +20,8 @@ from rocm_fp8.tune.candidates import candidates, precompile
 from rocm_fp8.tune.search import scaled_mm_calls, triton_calls, tune_shape
 from rocm_fp8.tune.speed import speed_cell, speed_entry, write_speed
 from rocm_fp8.tune.table import versions, write_table
-from rocm_fp8.tune.ties import NEAR_TIE_MARGIN
-from rocm_fp8.tune.timing import tflops
+from rocm_fp8.tune.ties import NEAR_TIE_MARGIN, settle_near_tie
+from rocm_fp8.tune.timing import tflops, time_calls
 
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096, 16384)
 #: a model's shapes should tune within this (seconds); past it the remaining shapes use --quick
@@ -132,27 +132,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f"{len(shapes) - i} shape(s) use the quick candidate set")
 
         def after_m(m, sets, ref, row, n=n, k=k):
+            known = []
+            if row is not None and row.get("triton_us"):
+                known.append(speed_entry("triton", n, k, m, fp8_name, {"us": row["triton_us"], "sets": len(sets)},
+                                         config=row.get("config")))
+            if row is not None and row.get("scaled_mm_us"):
+                known.append(speed_entry("torch-scaled-mm", n, k, m, fp8_name,
+                                         {"us": row["scaled_mm_us"], "sets": len(sets)}))
+            # the calls of the two measured beside, should the cell be a near-tie and need re-timing
+            builders = {}
+            if with_sm:
+                builders["torch-scaled-mm"] = lambda: scaled_mm_calls(sets, torch.bfloat16)
+            if row is not None and row.get("config"):
+                builders["triton"] = lambda: triton_calls(sets, row["config"])
+            retime = args.near_tie > 0
             if not args.no_speed:
-                known = []
-                if row is not None and row.get("triton_us"):
-                    known.append(speed_entry("triton", n, k, m, fp8_name, {"us": row["triton_us"], "sets": len(sets)},
-                                             config=row.get("config")))
-                if row is not None and row.get("scaled_mm_us"):
-                    known.append(speed_entry("torch-scaled-mm", n, k, m, fp8_name,
-                                             {"us": row["scaled_mm_us"], "sets": len(sets)}))
-                # the calls of the two measured beside, should the cell be a near-tie and need re-timing
-                builders = {}
-                if with_sm:
-                    builders["torch-scaled-mm"] = lambda: scaled_mm_calls(sets, torch.bfloat16)
-                if row is not None and row.get("config"):
-                    builders["triton"] = lambda: triton_calls(sets, row["config"])
                 cell = speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, None, say,
                                   skip={e["backend"] for e in known} | ({"torch-scaled-mm"} if with_sm else set()),
-                                  known=known, builders=builders, log=near_ties,
-                                  retime=args.near_tie > 0, margin=args.near_tie)
-                if row is not None:
-                    row_from_retimed(row, cell, m, n, k)
+                                  known=known, builders=builders, log=near_ties, retime=retime, margin=args.near_tie)
                 speed.extend(cell)
+            elif retime:  # no other backend timed: the table's two columns may still be a near-tie
+                record = settle_near_tie(known, builders, time_calls, m=m, n=n, k=k, margin=args.near_tie, say=say)
+                if record is not None:
+                    near_ties.append(record)
+            if row is not None:
+                row_from_retimed(row, known, m, n, k)
             bar.advance(1, f"N={n} K={k} M={m}")
 
         rows = tune_shape(n, k, ms, fp8, quick=quick, with_scaled_mm=with_sm, log=log, say=say, on_m=after_m)
