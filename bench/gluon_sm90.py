@@ -301,7 +301,7 @@ def write_md(path, info, checks, timing, names):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-SMOKE_TIMEOUT_S = 55  # for all configs together (they run in parallel)
+SMOKE_TIMEOUT_S = 40  # for all configs together (they run in parallel; the session script allows 45)
 
 
 def smoke(g, name, say) -> int:
