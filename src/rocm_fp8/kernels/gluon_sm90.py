@@ -624,7 +624,9 @@ def _ws2_kloop_lag(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr
         rav = warpgroup_mma_wait(num_outstanding=1, deps=(ra, ))
         mbarrier.arrive(empty.index(slot_a))
         acc += rav * sc_a
-        rbv = warpgroup_mma_wait(num_outstanding=0, deps=(rb, ))
+        # (acc among the wait's operands: block k-2's promotion stays ahead of the last wait, under
+        # the last wgmma, instead of being sunk below it)
+        rbv, acc = warpgroup_mma_wait(num_outstanding=0, deps=(rb, acc))
         mbarrier.arrive(empty.index(slot_b))
         acc += rbv * sc_b
     else:
