@@ -1,7 +1,8 @@
 """GPU check and benchmark of the Gluon sm90 kernels (kernels/gluon_sm90.py), one self-contained run.
 
-Configs: DEFAULT (v2's two best ``ws2`` configs, the rows the tuner offers, beside v3's), or
-``--all`` / ``--quick`` / ``--configs a,b``.
+Configs: DEFAULT (v4's run: ws2 256 s3 and 256 s4 v3 as the v2/v3 baselines, ws2 128 s4 and the
+v4 lag configs at 4 and 5 stages), or ``--all`` / ``--quick`` / ``--configs a,b``; ``--shapes``
+restricts the M = 1000 checks and the timing to some (N,K) of SHAPES.
 
 0. smoke: each config compiled, run and checked in a child process (all children at once) with a
    time limit (a config that deadlocks is dropped, the run goes on); ``--smoke-only`` writes
@@ -126,9 +127,9 @@ def check(y, ref) -> dict:
     return {"rel": rel, "cos": cos, "floor": floor, "finite": finite, "ok": gate}
 
 
-def run_correctness(g, names, say) -> list[dict]:
+def run_correctness(g, names, say, shapes=SHAPES) -> list[dict]:
     rows = []
-    cells = [(n, k, 1000, False) for n, k in SHAPES]
+    cells = [(n, k, 1000, False) for n, k in shapes]
     cells += [(7168, 16384, 4096, False), (7168, 16384, 16384, False), (2112, 7168, 4096, True),
               (7168, 16384, 333, False), (24576, 1536, 4096, False)]
     for n, k, m, mcontig in cells:
@@ -324,7 +325,8 @@ def main() -> int:
     p.add_argument("--configs", help="comma-separated names of CONFIGS to run")
     p.add_argument("--budget", type=float, default=120.0, help="seconds of timing before cells are skipped")
     p.add_argument("--skip-timing", action="store_true")
-    p.add_argument("--shapes", help="time only these (N,K) of SHAPES, e.g. '7168,16384 2112,7168'")
+    p.add_argument("--shapes", help="check (at M = 1000) and time only these (N,K) of SHAPES, e.g. "
+                   "'7168,16384 2112,7168' (the fixed extra checks stay)")
     p.add_argument("--smoke", help="compile, run and check one config (a child of the main run)")
     p.add_argument("--smoke-only", action="store_true",
                    help="only the per-config smoke runs; writes OUT/gluon-smoke.json")
@@ -357,6 +359,12 @@ def main() -> int:
         unknown = [x for x in names if x not in CONFIGS]
         if unknown:
             p.error(f"--configs: expected names of {list(CONFIGS)}, got {unknown}")
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in x.split(",")) for x in args.shapes.split()]
+        unknown = [x for x in shapes if x not in SHAPES]
+        if unknown:
+            p.error(f"--shapes: expected (N,K) of {SHAPES}, got {unknown}")
     if args.smoke:
         return smoke(g, args.smoke, say)
     # each config first in a child process with a time limit: a kernel that deadlocks (a barrier
@@ -385,7 +393,7 @@ def main() -> int:
     if args.smoke_only:
         (args.out / "gluon-smoke.json").write_text(json.dumps({"configs": names, "usable": usable}))
         return 0 if usable else 1
-    checks = run_correctness(g, usable, say)
+    checks = run_correctness(g, usable, say, shapes)
     passing = [x for x in usable if all(r["ok"] for r in checks if r["config"] == x)]
     say(f"configs passing every check: {passing}")
     stem = f"gluon-sm90-{slug(info['device'])}"
@@ -397,12 +405,6 @@ def main() -> int:
         write_md(args.out / f"{stem}.md", info, checks, timing, passing)
 
     dump([])
-    shapes = SHAPES
-    if args.shapes:
-        shapes = [tuple(int(v) for v in x.split(",")) for x in args.shapes.split()]
-        unknown = [x for x in shapes if x not in SHAPES]
-        if unknown:
-            p.error(f"--shapes: expected (N,K) of {SHAPES}, got {unknown}")
     timing = [] if args.skip_timing else run_timing(g, passing, args.budget, say, on_row=dump, shapes=shapes)
     dump(timing)
     say(f"wrote {args.out / stem}.json/.md")

@@ -21,10 +21,10 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 stamp "smoke: each config compiled, run and checked in a child with a time limit"
 timeout 45 python3 bench/gluon_sm90.py --out "$OUT" --smoke-only 2>&1 | tail -n 12
 stamp "gpu tests (gluon v4: ws2 lag)"
-timeout 45 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py -k "lag and not ws_lag" \
+timeout 50 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_gluon.py -k "lag and not ws_lag" \
     --junitxml="$OUT/gpu-tests-gluon.xml" 2>&1 | tail -n 12
 stamp "check + bench"
-timeout ${BENCH_TIMEOUT:-55} python3 bench/gluon_sm90.py --out "$OUT" --from-smoke "$OUT/gluon-smoke.json" \
+timeout ${BENCH_TIMEOUT:-50} python3 bench/gluon_sm90.py --out "$OUT" --from-smoke "$OUT/gluon-smoke.json" \
     --shapes "7168,16384 2112,7168 4096,7168 7168,2048" --budget ${BUDGET:-20} 2>&1 \
     | tee "$OUT/gluon-sm90.txt" | grep -v "^check .* PASS$" | tail -n 50
 stamp done
