@@ -17,6 +17,23 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 stamp "gluon session"
 OUT="$W/gluon" timeout 170 bash bench/h200_gluon_session.sh > "$W/gluon-session.txt" 2>&1
 echo "rc $?"; grep -E "geomean|below 0.9" "$W/gluon-session.txt" | tail -n 12 | cut -c1-240
+# The v4 (lag) kernel runs first here: if its smoke step dropped it or its GPU tests failed, leave it out
+# of this tune (on this machine's copy of the tree only) rather than let a hang eat the tune's time.
+if ! python3 - "$W/gluon" <<'PY'
+import json, sys, xml.etree.ElementTree as E
+d = sys.argv[1]
+usable = json.load(open(f"{d}/gluon-smoke.json")).get("usable", [])
+r = E.parse(f"{d}/gpu-tests-gluon.xml").getroot()
+s = r if r.tag == "testsuite" else r[0]
+ok = any("lag" in c for c in usable) and s.get("failures") == "0" and s.get("errors") == "0"
+print("lag usable" if ok else f"lag left out of the tune: usable={usable}, failures={s.get('failures')}")
+sys.exit(0 if ok else 1)
+PY
+then
+    sed -i '/kernel="gluon_ws2_lag"))/d; /out.append(dict(block_m=128, block_n=128, group_m=8, num_warps=4, num_stages=4, persistent=True,$/d' \
+        src/rocm_fp8/tune/candidates.py
+    grep -c gluon_ws2_lag src/rocm_fp8/tune/candidates.py
+fi
 stamp "gpu suite (peer grids apart)"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "not peer_contract" -rfE \
     --junitxml="$W/gpu-tests-final-nvidia_h200.xml" > "$W/gpu-tests-final-nvidia_h200.txt" 2>&1
