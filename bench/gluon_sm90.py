@@ -1,8 +1,7 @@
 """GPU check and benchmark of the Gluon sm90 kernels (kernels/gluon_sm90.py), one self-contained run.
 
-Configs: DEFAULT (v4's run: ws2 256 s3 and 256 s4 v3 as the v2/v3 baselines, ws2 128 s4 and the
-v4 lag configs at 4 and 5 stages), or ``--all`` / ``--quick`` / ``--configs a,b``; ``--shapes``
-restricts the M = 1000 checks and the timing to some (N,K) of SHAPES.
+Configs: DEFAULT (v2's two best ``ws2`` configs, the rows the tuner offers, beside v3's), or
+``--all`` / ``--quick`` / ``--configs a,b``.
 
 0. smoke: each config compiled, run and checked in a child process (all children at once) with a
    time limit (a config that deadlocks is dropped, the run goes on); ``--smoke-only`` writes
@@ -58,10 +57,6 @@ CONFIGS = {
     "ws2 192 s4": dict(variant="ws2", block_n=192, stages=4),
     # v3 with a wider L2 grouping (a table row's group_m): 16 row tiles walk the column tiles
     "ws2 256 s4 v3 g16": dict(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1, group_m=16),
-    # v4: BN 128 with one wgmma in flight per consumer while it promotes the previous K block (a
-    # gluon_ws2_lag table row; staging as ws2_staging picks: scales in smem, TMA store)
-    "ws2 128 s4 lag": dict(variant="ws2", block_n=128, stages=4, lag=True),
-    "ws2 128 s5 lag": dict(variant="ws2", block_n=128, stages=5, lag=True),
     # v1
     "ws 128 s4": dict(variant="ws", block_n=128, stages=4),
     "ws 128 s5": dict(variant="ws", block_n=128, stages=5),
@@ -75,13 +70,9 @@ QUICK = ["ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 192 s4"]
 #: what one device call compares: v2's two configs the tuner offers (BN 256 x 3, BN 128 x 4) and
 #: v3's; v1 (ws, pipelined) and v2's one-change-alone configs were timed in their runs
 #: (bench/results/gluon-sm90-v1/-v2-*) and are left out to save time: --all brings them back
-#: v4's run: the v2/v3 baselines (BN 256 x 3, BN 256 x 4 v3), lag's own twin without the lag (BN 128
-#: x 4), and lag at 4 and 5 stages; v3's BN 192, BN 128 x 5 and group_m 16 were timed in its run
-DEFAULT = ["ws2 256 s3", "ws2 256 s4 v3", "ws2 128 s4", "ws2 128 s4 lag", "ws2 128 s5 lag"]
+DEFAULT = ["ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 192 s4", "ws2 128 s5", "ws2 256 s4 v3 g16"]
 #: the geomean baseline: v2's best single config on the H200
 BASE = "ws2 256 s3"
-#: what the lag configs are also compared with: the same tile and staging without the lag
-LAG_BASE = "ws2 128 s4"
 
 
 def table_selectable(name) -> bool:
@@ -90,10 +81,7 @@ def table_selectable(name) -> bool:
     from rocm_fp8.kernels.gluon_support import ws2_staging
 
     c = CONFIGS[name]
-    if c["variant"] != "ws2" or set(c) - {"variant", "block_n", "stages", "scales", "epilogue_bufs", "group_m",
-                                          "lag"}:
-        return False
-    if c.get("lag") and c["block_n"] != 128:  # (a gluon_ws2_lag row is BN 128)
+    if c["variant"] != "ws2" or set(c) - {"variant", "block_n", "stages", "scales", "epilogue_bufs", "group_m"}:
         return False
     staging = ws2_staging(c["block_n"], c["stages"]) or {}
     return (c.get("scales", "smem"), c.get("epilogue_bufs", 2) if c["block_n"] > 128 else 1) == (
@@ -127,9 +115,9 @@ def check(y, ref) -> dict:
     return {"rel": rel, "cos": cos, "floor": floor, "finite": finite, "ok": gate}
 
 
-def run_correctness(g, names, say, shapes=SHAPES) -> list[dict]:
+def run_correctness(g, names, say) -> list[dict]:
     rows = []
-    cells = [(n, k, 1000, False) for n, k in shapes]
+    cells = [(n, k, 1000, False) for n, k in SHAPES]
     cells += [(7168, 16384, 4096, False), (7168, 16384, 16384, False), (2112, 7168, 4096, True),
               (7168, 16384, 333, False), (24576, 1536, 4096, False)]
     for n, k, m, mcontig in cells:
@@ -155,8 +143,7 @@ def run_correctness(g, names, say, shapes=SHAPES) -> list[dict]:
     for dt in (torch.float16, torch.float32):
         ops = operands(1000, 2112, 7168, seed=5)
         ref = reference64(*ops)
-        for name in [x for x in ("ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 192 s4",
-                                          "ws2 128 s4 lag") if x in names] or names[:2]:
+        for name in [x for x in ("ws2 128 s4", "ws2 256 s3", "ws2 256 s4 v3", "ws2 192 s4") if x in names] or names[:2]:
             out = torch.full((1000, 2112), float("nan"), dtype=dt, device="cuda")
             try:
                 g.gluon_blockscale_gemm(*ops, dt, config=g.GluonConfig(**CONFIGS[name]), out=out)
@@ -193,7 +180,7 @@ def run_correctness(g, names, say, shapes=SHAPES) -> list[dict]:
     return rows
 
 
-def run_timing(g, names, budget_s, say, on_row=None, shapes=SHAPES) -> list[dict]:
+def run_timing(g, names, budget_s, say, on_row=None) -> list[dict]:
     from rocm_fp8.backends.triton import TritonBackend
     from rocm_fp8.kernels.triton_blockscale import blockscale_gemm
     from rocm_fp8.toolchain import detect
@@ -205,7 +192,7 @@ def run_timing(g, names, budget_s, say, on_row=None, shapes=SHAPES) -> list[dict
     rows = []
     t0 = time.time()
     for m in MS:
-        for n, k in shapes:
+        for n, k in SHAPES:
             if time.time() - t0 > budget_s:
                 say(f"time budget ({budget_s}s) spent: N={n} K={k} M={m} and later cells not timed")
                 rows.append({"n": n, "k": k, "m": m, "skipped": "budget"})
@@ -280,11 +267,6 @@ def write_md(path, info, checks, timing, names):
                 if isinstance(r.get(x), float) and isinstance(r.get(BASE), float)]
         lines.append(f"- {x}: /cuBLASLt geomean {geomean(ratios)}, min {round(min(ratios), 3) if ratios else None}"
                      + (f"; /{BASE} (v2) geomean {geomean(base)}" if x != BASE and base else ""))
-        if CONFIGS[x].get("lag"):
-            twin = [r[x] / r[LAG_BASE] for r in timed
-                    if isinstance(r.get(x), float) and isinstance(r.get(LAG_BASE), float)]
-            lines.append(f"  - {x} /{LAG_BASE} (the same tile without the lag): geomean {geomean(twin)}, "
-                         f"min {round(min(twin), 3) if twin else None}, max {round(max(twin), 3) if twin else None}")
     rowable = [x for x in names if table_selectable(x)]
     lines.append(f"- best gluon per cell (of the configs a table row can name: {rowable}): /cuBLASLt geomean "
                  f"{geomean([r.get('best/cublaslt') for r in timed])}, "
@@ -302,7 +284,7 @@ def write_md(path, info, checks, timing, names):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-SMOKE_TIMEOUT_S = 40  # for all configs together (they run in parallel; the session script allows 45)
+SMOKE_TIMEOUT_S = 55  # for all configs together (they run in parallel)
 
 
 def smoke(g, name, say) -> int:
@@ -325,8 +307,6 @@ def main() -> int:
     p.add_argument("--configs", help="comma-separated names of CONFIGS to run")
     p.add_argument("--budget", type=float, default=120.0, help="seconds of timing before cells are skipped")
     p.add_argument("--skip-timing", action="store_true")
-    p.add_argument("--shapes", help="check (at M = 1000) and time only these (N,K) of SHAPES, e.g. "
-                   "'7168,16384 2112,7168' (the fixed extra checks stay)")
     p.add_argument("--smoke", help="compile, run and check one config (a child of the main run)")
     p.add_argument("--smoke-only", action="store_true",
                    help="only the per-config smoke runs; writes OUT/gluon-smoke.json")
@@ -359,12 +339,6 @@ def main() -> int:
         unknown = [x for x in names if x not in CONFIGS]
         if unknown:
             p.error(f"--configs: expected names of {list(CONFIGS)}, got {unknown}")
-    shapes = SHAPES
-    if args.shapes:
-        shapes = [tuple(int(v) for v in x.split(",")) for x in args.shapes.split()]
-        unknown = [x for x in shapes if x not in SHAPES]
-        if unknown:
-            p.error(f"--shapes: expected (N,K) of {SHAPES}, got {unknown}")
     if args.smoke:
         return smoke(g, args.smoke, say)
     # each config first in a child process with a time limit: a kernel that deadlocks (a barrier
@@ -393,7 +367,7 @@ def main() -> int:
     if args.smoke_only:
         (args.out / "gluon-smoke.json").write_text(json.dumps({"configs": names, "usable": usable}))
         return 0 if usable else 1
-    checks = run_correctness(g, usable, say, shapes)
+    checks = run_correctness(g, usable, say)
     passing = [x for x in usable if all(r["ok"] for r in checks if r["config"] == x)]
     say(f"configs passing every check: {passing}")
     stem = f"gluon-sm90-{slug(info['device'])}"
@@ -405,7 +379,7 @@ def main() -> int:
         write_md(args.out / f"{stem}.md", info, checks, timing, passing)
 
     dump([])
-    timing = [] if args.skip_timing else run_timing(g, passing, args.budget, say, on_row=dump, shapes=shapes)
+    timing = [] if args.skip_timing else run_timing(g, passing, args.budget, say, on_row=dump)
     dump(timing)
     say(f"wrote {args.out / stem}.json/.md")
     print((args.out / f"{stem}.md").read_text())

@@ -58,7 +58,7 @@ def test_config_round_trip_and_validation():
     assert row["config"]["kernel"] == "gluon_ws"
     assert KernelConfig.from_dict(row["config"]) == cfg
     assert "kernel" not in KernelConfig().to_dict()  # existing tables are unchanged
-    assert set(GLUON_KERNELS) == {"gluon_ws2", "gluon_ws2_lag", "gluon_ws", "gluon_pipelined"}
+    assert set(GLUON_KERNELS) == {"gluon_ws2", "gluon_ws", "gluon_pipelined"}
     with pytest.raises(ValueError, match=r"config\.kernel: expected None or one of .*got 'cutlass'"):
         KernelConfig(block_m=128, kernel="cutlass").validate()
     with pytest.raises(ValueError, match="block_m 128.*got block_m 64"):
@@ -95,30 +95,6 @@ def test_ws2_validation_names_the_field():
     for kernel in ("gluon_ws", None):
         with pytest.raises(ValueError, match="block_n.*got 192"):
             KernelConfig(block_m=128, block_n=192, kernel=kernel).validate()
-
-
-@pytest.mark.parametrize("stages", [4, 5])
-def test_ws2_lag_table_row_round_trip(stages):
-    """v4: a row naming gluon_ws2_lag (BN 128) round-trips and binds ws2 with ``lag`` and the
-    staging that fits; its Triton fallback is the same 128x128 tile."""
-    cfg = KernelConfig(block_m=128, block_n=128, num_stages=stages, group_m=8, persistent=True,
-                       kernel="gluon_ws2_lag").validate()
-    row = json.loads(json.dumps({"m": 4096, "config": cfg.to_dict()}))
-    assert row["config"]["kernel"] == "gluon_ws2_lag"
-    assert KernelConfig.from_dict(row["config"]).validate() == cfg
-    fb = cfg.triton_fallback()
-    assert fb.kernel is None and (fb.block_m, fb.block_n, fb.num_stages) == (128, 128, stages)
-    fb.validate()
-    assert gluon_support.ws2_staging(128, stages) == {"scales": "smem", "tma_store": True, "epilogue_bufs": 2}
-
-
-def test_ws2_lag_validation_names_the_field():
-    with pytest.raises(ValueError, match="config.block_n: the gluon_ws2_lag kernel takes 128, got 256"):
-        KernelConfig(block_m=128, block_n=256, num_stages=3, kernel="gluon_ws2_lag").validate()
-    with pytest.raises(ValueError, match="config.block_n: .*got 192"):  # (192 is gluon_ws2's alone)
-        KernelConfig(block_m=128, block_n=192, num_stages=4, kernel="gluon_ws2_lag").validate()
-    with pytest.raises(ValueError, match="config.num_stages: the gluon_ws2_lag kernel takes 2..8, got 9"):
-        KernelConfig(block_m=128, block_n=128, num_stages=9, kernel="gluon_ws2_lag").validate()
 
 
 def test_ws2_staging_is_the_richest_that_fits():
@@ -297,33 +273,6 @@ def test_ws2_v3_cross_compiles():
         assert 0 < res["shared_bytes"] <= 232448, res
 
 
-@pytest.mark.slow
-def test_ws2_lag_cross_compiles():
-    """v4 (lag, BN 128): per consumer four issue sites (the first block, the unrolled pair, the even
-    tail) x four k32 steps; no spills (three 64x128 fp32 tiles live: the accumulator and two
-    results) and, above all, no C7514: the promotion of block k sits between the wait that retires
-    it (wgmma.wait_group 1) and the issue of block k+2, while block k+1's wgmma runs."""
-    for res in _resources("--variant", "ws2", "--block-n", "128", "--stages", "4", "--stages", "5",
-                          "--scales", "smem", "--scales", "load", "--lag"):
-        assert res["config"]["lag"] is True, res
-        assert res["wgmma_ptx"] == 32 and res["qgmma_sass"] == 32, res
-        assert res["stack_bytes"] == 0 and res["local_bytes"] == 0, f"spills: {res}"
-        assert not res["wgmma_serialized"], res["ptxas_notes"]
-        assert "40" in res["setmaxnreg"] and "232" in res["setmaxnreg"], res
-        assert 0 < res["shared_bytes"] <= 232448, res
-    (plain,) = _resources("--variant", "ws2", "--block-n", "128", "--stages", "4", "--no-tma-store", "--lag")
-    assert plain["stack_bytes"] == 0 and not plain["wgmma_serialized"], plain
-
-
-def test_ws2_lag_config_validation():
-    g = pytest.importorskip("rocm_fp8.kernels.gluon_sm90", reason="needs Triton's Gluon")
-    assert g.GluonConfig(variant="ws2", block_n=128, lag=True).validate().lag
-    for bad in (dict(variant="ws2", block_n=256), dict(variant="ws", block_n=128),
-                dict(variant="ws2", block_n=128, scales="ahead")):
-        with pytest.raises(ValueError, match="config.lag: ws2 at BN 128"):
-            g.GluonConfig(lag=True, **bad).validate()
-
-
 def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
     import importlib
 
@@ -334,11 +283,8 @@ def test_tune_candidates_include_gluon_only_where_it_builds(monkeypatch):
     monkeypatch.setattr(cands, "_gluon_compiles", lambda: True)
     large = [c for c in cands.candidates(4096, arch="sm90") if "kernel" in c]
     # v2 (ws2) only: BN 256 x 3 stages and BN 128 x 4 measured best on the H200, BN 256 x 4 and 192 x 4 are v3
-    assert {c["kernel"] for c in large} == {"gluon_ws2", "gluon_ws2_lag"}
-    assert {(c["block_n"], c["num_stages"]) for c in large if c["kernel"] == "gluon_ws2"} == {
-        (256, 3), (128, 4), (256, 4), (192, 4)}
-    # v4: ws2 with one wgmma in flight per consumer, BN 128 only
-    assert {(c["block_n"], c["num_stages"]) for c in large if c["kernel"] == "gluon_ws2_lag"} == {(128, 4)}
+    assert {c["kernel"] for c in large} == {"gluon_ws2"}
+    assert {(c["block_n"], c["num_stages"]) for c in large} == {(256, 3), (128, 4), (256, 4), (192, 4)}
     for c in large:
         KernelConfig.from_dict(c).validate()
     assert not [c for c in cands.candidates(512, arch="sm90") if "kernel" in c]

@@ -38,9 +38,7 @@ CONFIGS = {"ws-s4": g.GluonConfig(variant="ws", stages=4),
            "ws2-256-s4-v3": g.GluonConfig(variant="ws2", block_n=256, stages=4, scales="load", epilogue_bufs=1),
            # v3: BN 192, a 128-wide and a 64-wide part per tile, swapped on odd tile columns (N = 7168: the
            # last tile's 128-wide part lies past N; N = 2048: its 64-wide part does)
-           "ws2-192-s4": g.GluonConfig(variant="ws2", block_n=192, stages=4),
-           # v4: BN 128 with one wgmma in flight per consumer while it promotes the previous K block
-           "ws2-lag-s4": g.GluonConfig(variant="ws2", stages=4, lag=True)}
+           "ws2-192-s4": g.GluonConfig(variant="ws2", block_n=192, stages=4)}
 
 
 def operands(m, n, k, seed, mcontig=False):
@@ -258,50 +256,3 @@ def test_ws_lag_experiment(m, n, k):
     """The one-wgmma-in-flight consumer (an experiment the bench times; odd K/128 included)."""
     ops = operands(m, n, k, seed=m + n + k + 1)
     gate(run(ops, g.GluonConfig(variant="ws_lag", stages=4)), reference_linear(*ops))
-
-
-# v4 (lag): K/128 = 1, 2, 3, 5 (the first block alone, the even tail, one unrolled pair + the odd
-# tail, two pairs + the odd tail), ragged M and N, each scale source, bf16 (TMA store) and fp32 out
-LAG_CELLS = [(200, 384, 128), (130, 1000, 256), (77, 1000, 384), (300, 2112, 640), (129, 256, 4096)]
-
-
-# (three builds: staged scales with the TMA store and with plain fp32 stores, and loaded scales with
-# a 2-stage ring, where each consumer holds both slots while it issues the next block)
-LAG_BUILDS = [("smem", 4, torch.bfloat16), ("smem", 4, torch.float32), ("load", 2, torch.bfloat16)]
-
-
-@pytest.mark.parametrize("scales,stages,out_dtype", LAG_BUILDS, ids=["smem-s4-bf16", "smem-s4-fp32", "load-s2-bf16"])
-@pytest.mark.parametrize("m,n,k", LAG_CELLS, ids=[f"M{m}-N{n}-K{k}" for m, n, k in LAG_CELLS])
-def test_ws2_lag_k_tails(scales, stages, out_dtype, m, n, k):
-    ops = operands(m, n, k, seed=m + n + k + 5)
-    y = run(ops, g.GluonConfig(variant="ws2", stages=stages, scales=scales, lag=True), out_dtype)
-    assert y.dtype == out_dtype
-    gate(y, reference_linear(*ops))
-
-
-def test_ws2_lag_binds_from_a_table_row():
-    """A table row naming gluon_ws2_lag binds ws2 with ``lag`` at BN 128 and the staging that fits,
-    passes the gate at K = 16384 (128 K blocks: 63 unrolled pairs and the even tail)."""
-    from rocm_fp8.backends.base import PreparedWeight
-    from rocm_fp8.backends.triton import TritonBackend
-    from rocm_fp8.kernels.triton_blockscale import KernelConfig
-
-    ops = operands(1100, 1536, 16384, seed=41)
-    backend = TritonBackend()
-    cfg = KernelConfig(block_m=128, block_n=128, num_stages=4, group_m=8, persistent=True,
-                       kernel="gluon_ws2_lag").validate()
-    backend._configs[(1536, 16384, 2048)] = cfg
-    bound = backend.bind(PreparedWeight("triton", ops[2], ops[3], 1536, 16384), torch.bfloat16, 2048)
-    assert isinstance(bound, g.BoundGluonGemm)
-    assert (bound.gcfg.variant, bound.gcfg.block_n, bound.gcfg.stages, bound.gcfg.lag) == ("ws2", 128, 4, True)
-    with torch.inference_mode():
-        y = bound(ops[0], ops[1])
-    torch.cuda.synchronize()
-    gate(y, reference_linear(*ops))
-
-
-def test_ws2_lag_bad_config_names_the_field():
-    x_q, x_s, w_q, w_s = operands(64, 256, 384, seed=18)
-    with pytest.raises(ValueError, match="config.lag: ws2 at BN 128"):
-        g.gluon_blockscale_gemm(x_q, x_s, w_q, w_s, config=g.GluonConfig(variant="ws2", block_n=256, stages=3,
-                                                                            lag=True))

@@ -95,10 +95,6 @@ class GluonConfig:
     #: block waits until the TMA engine has read the first out of the buffer, which frees 32 KiB of
     #: shared memory (BN 256 with 4 ring stages fits, scales "load")
     epilogue_bufs: int = 2
-    #: ws2 at BN 128 only (v4): each consumer issues K block k+1's wgmma before it waits for block k's
-    #: and promotes it, so one wgmma of its own stays in flight during its promotion (two result
-    #: tiles alternate; scales "smem" or "load")
-    lag: bool = False
 
     def validate(self) -> "GluonConfig":
         if self.variant not in VARIANTS:
@@ -117,11 +113,6 @@ class GluonConfig:
             raise ValueError("config.scales: ws2 at BN 192 takes 'smem' or 'load', got 'ahead'")
         if self.epilogue_bufs not in (1, 2):
             raise ValueError(f"config.epilogue_bufs: expected 1 or 2, got {self.epilogue_bufs}")
-        if not isinstance(self.lag, bool):
-            raise ValueError(f"config.lag: expected a bool, got {self.lag!r}")
-        if self.lag and (self.variant != "ws2" or self.block_n != 128 or self.scales == "ahead"):
-            raise ValueError("config.lag: ws2 at BN 128 with scales 'smem' or 'load' only, got "
-                             f"variant {self.variant!r}, block_n {self.block_n}, scales {self.scales!r}")
         if self.group_m < 1:
             raise ValueError(f"config.group_m: expected >= 1, got {self.group_m}")
         need = self.shared_bytes()
@@ -535,108 +526,6 @@ def _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
 
 
 @gluon.jit
-def _after(x, dep):
-    """``x`` again, as a value that depends on ``dep`` (an empty register move in inline asm): a
-    wgmma issued into ``_after(result, acc)`` comes after the promotion that read ``result``.
-    Without it LLVM sinks the promotion's FMAs below the next wgmma's issue, so they read registers
-    that wgmma is writing, and ptxas serializes every wgmma (C7514)."""
-    return gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r,r", [x, dep], dtype=gl.float32, is_pure=False,
-                                     pack=1)
-
-
-@gluon.jit
-def _ws2_lag_scale(sa_smem, sb_smem, as_ptr, bs_ptr, s, off_m, off_n, kb, k_blocks, M, N, stride_asm, stride_ask,
-                   stride_bsn, stride_bsk, PART: gl.constexpr, HALF: gl.constexpr, SMEM_SCALES: gl.constexpr,
-                   layout: gl.constexpr):
-    """The promotion factor a_scale[row] * b_scale of K block ``kb`` in ring slot ``s`` (staged: read
-    after the slot's barrier wait; else loaded, and the caller waits afterwards)."""
-    rows_layout: gl.constexpr = gl.SliceLayout(1, layout)
-    if SMEM_SCALES:
-        sa = sa_smem.index(s).slice(PART * HALF, HALF).load(rows_layout)
-        sb = sb_smem.index(s).slice(0, HALF).load(rows_layout)
-    else:
-        sa = _row_scales(as_ptr, off_m, kb, k_blocks, M, stride_asm, stride_ask, HALF, layout)
-        sb = _col_scale(bs_ptr, off_n, kb, k_blocks, N, stride_bsn, stride_bsk)
-    return gl.expand_dims(sa * sb, 1)
-
-
-@gluon.jit
-def _ws2_lag_issue(a_bufs, b_bufs, sa_smem, sb_smem, full, as_ptr, bs_ptr, off_m, off_n, kb, k_blocks, M, N,
-                   stride_asm, stride_ask, stride_bsn, stride_bsk, regs, it,
-                   PART: gl.constexpr, SMEM_SCALES: gl.constexpr, layout: gl.constexpr):
-    """Wait for K block ``kb``'s ring slot, read its scales, and issue its wgmma into ``regs`` (the
-    registers of the block retired two issues ago: use_acc=False ignores their values, and writing
-    the result in place keeps each of the two in-flight results in its own fixed registers)."""
-    STAGES: gl.constexpr = b_bufs.type.shape[0]
-    HALF: gl.constexpr = a_bufs.type.shape[1]
-    s = it % STAGES
-    if SMEM_SCALES:
-        mbarrier.wait(full.index(s), (it // STAGES) & 1)
-        scale = _ws2_lag_scale(sa_smem, sb_smem, as_ptr, bs_ptr, s, off_m, off_n, kb, k_blocks, M, N, stride_asm,
-                               stride_ask, stride_bsn, stride_bsk, PART, HALF, SMEM_SCALES, layout)
-    else:
-        scale = _ws2_lag_scale(sa_smem, sb_smem, as_ptr, bs_ptr, s, off_m, off_n, kb, k_blocks, M, N, stride_asm,
-                               stride_ask, stride_bsn, stride_bsk, PART, HALF, SMEM_SCALES, layout)
-        mbarrier.wait(full.index(s), (it // STAGES) & 1)
-    a_s = a_bufs.index(2 * s + PART)
-    b_s = b_bufs.index(s)
-    regs = warpgroup_mma(a_s, b_s.permute((1, 0)), regs, use_acc=False, is_async=True)
-    return regs, scale, s
-
-
-@gluon.jit
-def _ws2_kloop_lag(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m, off_n, M, N, k_blocks,
-                   stride_asm, stride_ask, stride_bsn, stride_bsk, acc, zero, it,
-                   PART: gl.constexpr, SMEM_SCALES: gl.constexpr, layout: gl.constexpr):
-    """v4 (``lag``, BN 128): one wgmma in flight while this consumer promotes the previous one.
-    Block kb+1 is issued before block kb is waited for (``wait(num_outstanding=1)``) and promoted,
-    so the warpgroup's own promotion overlaps its next MMA, on top of the other consumer's. Two
-    result tiles ``ra``/``rb`` alternate by an unroll of two (no register rotation: ptxas serializes
-    the wgmmas (C7514) when a copy or read of an in-flight result sits in the pipeline stage)."""
-    ra, sc_a, slot_a = _ws2_lag_issue(a_bufs, b_bufs, sa_smem, sb_smem, full, as_ptr, bs_ptr, off_m, off_n, 0,
-                                      k_blocks, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk, zero, it,
-                                      PART, SMEM_SCALES, layout)
-    it += 1
-    rbv = zero  # (the registers rb is issued into: its last retired result, once there is one)
-    for p in range((k_blocks - 1) // 2):
-        rb, sc_b, slot_b = _ws2_lag_issue(a_bufs, b_bufs, sa_smem, sb_smem, full, as_ptr, bs_ptr, off_m, off_n,
-                                          2 * p + 1, k_blocks, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                                          rbv, it, PART, SMEM_SCALES, layout)
-        it += 1
-        rav = warpgroup_mma_wait(num_outstanding=1, deps=(ra, ))
-        mbarrier.arrive(empty.index(slot_a))
-        acc += rav * sc_a
-        rav = _after(rav, acc)
-        ra, sc_a, slot_a = _ws2_lag_issue(a_bufs, b_bufs, sa_smem, sb_smem, full, as_ptr, bs_ptr, off_m, off_n,
-                                          2 * p + 2, k_blocks, M, N, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                                          rav, it, PART, SMEM_SCALES, layout)
-        it += 1
-        rbv = warpgroup_mma_wait(num_outstanding=1, deps=(rb, ))
-        mbarrier.arrive(empty.index(slot_b))
-        acc += rbv * sc_b
-        rbv = _after(rbv, acc)
-    if k_blocks % 2 == 0:
-        # (an even count: one block left to issue behind the one in flight)
-        rb, sc_b, slot_b = _ws2_lag_issue(a_bufs, b_bufs, sa_smem, sb_smem, full, as_ptr, bs_ptr, off_m, off_n,
-                                          k_blocks - 1, k_blocks, M, N, stride_asm, stride_ask, stride_bsn,
-                                          stride_bsk, rbv, it, PART, SMEM_SCALES, layout)
-        it += 1
-        rav = warpgroup_mma_wait(num_outstanding=1, deps=(ra, ))
-        mbarrier.arrive(empty.index(slot_a))
-        acc += rav * sc_a
-        # (acc among the wait's operands: block k-2's promotion stays ahead of the last wait, under
-        # the last wgmma, instead of being sunk below it)
-        rbv, acc = warpgroup_mma_wait(num_outstanding=0, deps=(rb, acc))
-        mbarrier.arrive(empty.index(slot_b))
-        acc += rbv * sc_b
-    else:
-        rav = warpgroup_mma_wait(num_outstanding=0, deps=(ra, ))
-        mbarrier.arrive(empty.index(slot_a))
-        acc += rav * sc_a
-    return acc, it
-
-
-@gluon.jit
 def _ws2_kloop_192(a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m, blk_b, blk_s, M, N,
                    k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, acc_b, acc_s, zero_b, zero_s, it,
                    PART: gl.constexpr, SMEM_SCALES: gl.constexpr, layout_b: gl.constexpr, layout_s: gl.constexpr):
@@ -677,7 +566,7 @@ def _ws2_kloop_192(a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_pt
 def _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, LAG: gl.constexpr):
+                  PART: gl.constexpr, PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr):
     STAGES: gl.constexpr = b_bufs.type.shape[0]
     B192: gl.constexpr = b_small.type.shape[1] == 64  # BN 192 (v3): a 128-wide and a 64-wide part
     BN: gl.constexpr = 192 if b_small.type.shape[1] == 64 else b_bufs.type.shape[1]
@@ -752,11 +641,7 @@ def _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
                     acc0, acc1, it = _ws2_kloop_p0(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
                                                    off_m, off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn,
                                                    stride_bsk, acc0, acc1, zero, it, PART, SMEM_SCALES, False, layout)
-            if LAG:  # (v4: BN 128, scales staged or loaded)
-                acc0, it = _ws2_kloop_lag(a_bufs, b_bufs, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr, off_m,
-                                          off_n, M, N, k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk,
-                                          acc0, zero, it, PART, SMEM_SCALES, layout)
-            for kb in range(k_blocks if (NSUB == 1 and not LAG) or PREFETCH != 0 else 0):
+            for kb in range(k_blocks if NSUB == 1 or PREFETCH != 0 else 0):
                 s = it % STAGES
                 if SMEM_SCALES:
                     mbarrier.wait(full.index(s), (it // STAGES) & 1)
@@ -836,7 +721,7 @@ def _ws2_c0_p0_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  0, 0, False, False)
+                  0, 0, False)
 
 
 @gluon.jit
@@ -846,7 +731,7 @@ def _ws2_c1_p0_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  1, 0, False, False)
+                  1, 0, False)
 
 
 @gluon.jit
@@ -856,7 +741,7 @@ def _ws2_c0_p2_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  0, 2, False, False)
+                  0, 2, False)
 
 
 @gluon.jit
@@ -866,7 +751,7 @@ def _ws2_c1_p2_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  1, 2, False, False)
+                  1, 2, False)
 
 
 @gluon.jit
@@ -876,7 +761,7 @@ def _ws2_c0_p0_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  0, 0, True, False)
+                  0, 0, True)
 
 
 @gluon.jit
@@ -886,7 +771,7 @@ def _ws2_c1_p0_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  1, 0, True, False)
+                  1, 0, True)
 
 
 @gluon.jit
@@ -896,7 +781,7 @@ def _ws2_c0_p2_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  0, 2, True, False)
+                  0, 2, True)
 
 
 @gluon.jit
@@ -906,47 +791,7 @@ def _ws2_c1_p2_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, fu
     _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
                   stride_bsk, group_m,
-                  1, 2, True, False)
-
-
-@gluon.jit
-def _ws2_c0_lag_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                   stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                  stride_bsk, group_m,
-                  0, 0, False, True)
-
-
-@gluon.jit
-def _ws2_c1_lag_s0(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                   stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                  stride_bsk, group_m,
-                  1, 0, False, True)
-
-
-@gluon.jit
-def _ws2_c0_lag_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                   stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                  stride_bsk, group_m,
-                  0, 0, True, True)
-
-
-@gluon.jit
-def _ws2_c1_lag_s1(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                   c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                   stride_bsk, group_m):
-    _ws2_consumer(a_bufs, b_bufs, b_small, c_smem, c_smem2, sa_smem, sb_smem, full, empty, c_desc, c_desc2,
-                  c_ptr, as_ptr, bs_ptr, M, N, K, stride_cm, stride_cn, stride_asm, stride_ask, stride_bsn,
-                  stride_bsk, group_m,
-                  1, 0, True, True)
+                  1, 2, True)
 
 
 @gluon.jit(do_not_specialize=["M", "stride_asm", "stride_ask", "stride_bsn", "stride_bsk"])
@@ -955,7 +800,7 @@ def gemm_ws2_kernel(a_desc, b_desc, b_desc2, c_desc, c_desc2, c_ptr, as_ptr, bs_
                     BN: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                     PREFETCH: gl.constexpr, TMA_STORE: gl.constexpr, SMEM_SCALES: gl.constexpr,
-                    EPI_BUFS: gl.constexpr, LAG: gl.constexpr):
+                    EPI_BUFS: gl.constexpr):
     HALF: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     SUB: gl.constexpr = 128 if BN > 128 else BN
@@ -997,16 +842,7 @@ def gemm_ws2_kernel(a_desc, b_desc, b_desc2, c_desc, c_desc2, c_ptr, as_ptr, bs_
     producer_args = (a_desc, b_desc, b_desc2, a_bufs, b_bufs, b_small, sa_smem, sb_smem, full, empty, as_ptr, bs_ptr,
                      M, N, K,
                      stride_asm, stride_ask, stride_bsn, stride_bsk, GROUP_M)
-    if LAG:  # (v4; validate() keeps it to BN 128 with the scales staged or loaded)
-        if TMA_STORE:
-            gl.warp_specialize([(_ws2_c0_lag_s1, consumer_args), (_ws2_c1_lag_s1, consumer_args),
-                                (_ws2_producer, producer_args)], [4, 1],
-                               [CONSUMER_REGS, PRODUCER_REGS])
-        else:
-            gl.warp_specialize([(_ws2_c0_lag_s0, consumer_args), (_ws2_c1_lag_s0, consumer_args),
-                                (_ws2_producer, producer_args)], [4, 1],
-                               [CONSUMER_REGS, PRODUCER_REGS])
-    elif TMA_STORE:
+    if TMA_STORE:
         if PREFETCH == 2:
             gl.warp_specialize([(_ws2_c0_p2_s1, consumer_args), (_ws2_c1_p2_s1, consumer_args),
                                 (_ws2_producer, producer_args)], [4, 1],
@@ -1120,7 +956,7 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: GluonConfig, b_desc=None):
                                      GROUP_M=cfg.group_m, PRODUCER_REGS=cfg.producer_regs,
                                      CONSUMER_REGS=cfg.consumer_regs, PREFETCH=2 if cfg.scales == "ahead" else 0,
                                      TMA_STORE=store, SMEM_SCALES=cfg.scales == "smem",
-                                     EPI_BUFS=cfg.epilogue_bufs, LAG=cfg.lag, num_warps=4)
+                                     EPI_BUFS=cfg.epilogue_bufs, num_warps=4)
     if cfg.variant in ("ws", "ws_lag"):
         return gemm_ws_kernel[grid](*args, BN=cfg.block_n, STAGES=cfg.stages, GROUP_M=cfg.group_m,
                                     PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
@@ -1209,7 +1045,7 @@ def compile_for_sm90(cfg: GluonConfig, out_dtype: str = "bf16"):
         fn, num_warps = gemm_ws2_kernel, 4
         consts.update(PRODUCER_REGS=cfg.producer_regs, CONSUMER_REGS=cfg.consumer_regs,
                       PREFETCH=2 if cfg.scales == "ahead" else 0, TMA_STORE=cfg.tma_store and out_dtype != "fp32",
-                      SMEM_SCALES=cfg.scales == "smem", EPI_BUFS=cfg.epilogue_bufs, LAG=cfg.lag)
+                      SMEM_SCALES=cfg.scales == "smem", EPI_BUFS=cfg.epilogue_bufs)
         sub = min(cfg.block_n, 128)
 
         def c_type(width):
@@ -1283,15 +1119,13 @@ def _main(argv=None) -> int:
     p.add_argument("--scales", action="append", choices=SCALE_SOURCES, help="ws2's scale source")
     p.add_argument("--no-tma-store", action="store_true", help="ws2 with plain stores")
     p.add_argument("--epilogue-bufs", type=int, default=2, choices=(1, 2), help="ws2's output buffers per consumer")
-    p.add_argument("--lag", action="store_true", help="ws2 BN 128 with one wgmma in flight per consumer (v4)")
     args = p.parse_args(argv)
     for variant in args.variant or VARIANTS:
         for bn in args.block_n or (128,):
             for st in args.stages or (4, 5):
                 for src in (args.scales or ("smem",)) if variant == "ws2" else ("smem",):
                     cfg = GluonConfig(variant=variant, block_n=bn, stages=st, scales=src,
-                                      tma_store=not args.no_tma_store, epilogue_bufs=args.epilogue_bufs,
-                                      lag=args.lag)
+                                      tma_store=not args.no_tma_store, epilogue_bufs=args.epilogue_bufs)
                     print(json.dumps(resources(cfg)), flush=True)
     return 0
 

@@ -78,8 +78,7 @@ class KernelConfig:
     programs_per_sm: int = 1   # persistent grid size = SMs x this (2 when two CTAs fit on an SM)
     tma: bool = False
     frame: bool = False
-    #: None: this module's Triton kernel. "gluon_ws2" (block_n 128/192/256), "gluon_ws2_lag" (ws2 at
-    #: block_n 128 with one wgmma in flight per consumer during its promotion, v4), "gluon_ws",
+    #: None: this module's Triton kernel. "gluon_ws2" (block_n 128/192/256), "gluon_ws",
     #: "gluon_pipelined": the Gluon sm90 kernel (kernels/gluon_sm90.py; block_m 128, block_n,
     #: num_stages and group_m are its tile, ring depth and L2 grouping), used where it can run
     #: (gluon_support.unavailable_reason) and the operands suit TMA (K % 128 == 0, 16-byte
@@ -134,9 +133,7 @@ class KernelConfig:
                 raise ValueError(f"config.num_stages: the {self.kernel} kernel takes 2..8, got {self.num_stages}")
             from rocm_fp8.kernels import gluon_support as gs
 
-            if self.kernel == "gluon_ws2_lag" and self.block_n != 128:
-                raise ValueError(f"config.block_n: the gluon_ws2_lag kernel takes 128, got {self.block_n}")
-            if self.kernel in ("gluon_ws2", "gluon_ws2_lag"):
+            if self.kernel == "gluon_ws2":
                 if self.block_n not in (128, 192, 256):
                     raise ValueError(f"config.block_n: the gluon_ws2 kernel takes 128, 192 or 256, got {self.block_n}")
                 fits = gs.ws2_staging(self.block_n, self.num_stages) is not None
@@ -157,7 +154,7 @@ class KernelConfig:
         if variant == "ws2":
             from rocm_fp8.kernels.gluon_support import ws2_staging
 
-            extra = dict(ws2_staging(self.block_n, self.num_stages) or {}, lag=self.kernel == "gluon_ws2_lag")
+            extra = ws2_staging(self.block_n, self.num_stages) or {}
         return g.GluonConfig(variant=variant, block_n=self.block_n, stages=self.num_stages,
                              group_m=self.group_m, **extra).validate()
 
@@ -170,7 +167,7 @@ class KernelConfig:
 
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
-GLUON_KERNELS = {"gluon_ws2": "ws2", "gluon_ws2_lag": "ws2", "gluon_ws": "ws", "gluon_pipelined": "pipelined"}
+GLUON_KERNELS = {"gluon_ws2": "ws2", "gluon_ws": "ws", "gluon_pipelined": "pipelined"}
 
 
 def gluon_module():

@@ -94,9 +94,6 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
             # BN 192 x 4 (N = 2112 in 11 tiles; more tiles than BN 256 where SMs would idle).
             out += [dict(block_m=128, block_n=bn, group_m=8, num_warps=4, num_stages=st, persistent=True,
                          kernel="gluon_ws2") for bn, st in ((256, 3), (128, 4), (256, 4), (192, 4))]
-            # v4: BN 128 with one wgmma in flight per consumer while it promotes the previous block
-            out.append(dict(block_m=128, block_n=128, group_m=8, num_warps=4, num_stages=4, persistent=True,
-                            kernel="gluon_ws2_lag"))
     # drop configs whose software pipeline cannot fit in the arch's shared memory / LDS
     from rocm_fp8.kernels.arch_limits import estimate_lds_bytes, limits_for
 
