@@ -14,9 +14,6 @@ Speed evidence: at each (N, K, M) every other backend that is available and not 
 the evidence (ledger, probe reports) is timed the same way, as the dispatcher runs it, after a check
 against the float32 reference. All the figures go into this toolchain's probe report in the cache
 (``$ROCM_FP8_CACHE/probe/<fingerprint>.json``), where ``auto`` reads them, and to ``--speed-output``.
-When the two fastest backends of a cell come out within ``--near-tie`` (6%) of each other, they are
-timed again, interleaved on the same inputs, and the medians of those rounds are recorded instead, in
-the evidence and in the table row (:mod:`rocm_fp8.tune.ties`; the first timings stay in ``--log``).
 
 Time: 7 M values by default (1 to 16384) and at most 37 candidates per M (11 at M <= 16; 43 at
 M >= 1024 where Triton 3.6 adds the Gluon sm90 kernel's, kernels/gluon_sm90.py), compiled in parallel
@@ -27,8 +24,7 @@ candidate set, so a model's shapes stay within about 5 minutes. Progress and ETA
 
 One job per module: ``timing`` (the one GPU timing harness, shared with the benchmarks), ``operands``
 (input sets, reference, accuracy bar), ``candidates`` (configs per M, parallel precompile), ``search``
-(tuning one shape), ``speed`` (every backend timed: the speed evidence), ``ties`` (near-ties re-timed
-interleaved), ``table`` (versions, merge into
+(tuning one shape), ``speed`` (every backend timed: the speed evidence), ``table`` (versions, merge into
 a table through :mod:`rocm_fp8.kernel_configs`), ``cli`` (``rocm-fp8 tune``). The tables themselves
 (``rocm_fp8/configs/``) and their reader are read by the ``triton`` backend at serving time, so they
 stay in the serving core.
@@ -41,12 +37,10 @@ from rocm_fp8.tune.search import measure_scaled_mm, tune_shape
 from rocm_fp8.tune.speed import (SPEED_MAX_REL_ERR, measure_speed, safe_backends, speed_cell, speed_entry,
                                  time_backend, write_speed)
 from rocm_fp8.tune.table import versions, write_table
-from rocm_fp8.tune.ties import NEAR_TIE_MARGIN, NEAR_TIE_ROUNDS, near_tie, settle_near_tie
 from rocm_fp8.tune.timing import l2_bytes, rotation_sets, tflops, time_calls
 
 __all__ = ["time_calls", "rotation_sets", "l2_bytes", "tflops", "make_sets", "reference", "rel_error",
            "ACCURACY_SLACK", "accuracy_floor", "accurate_enough", "candidates", "launchable", "precompile",
            "measure_scaled_mm", "tune_shape", "SPEED_MAX_REL_ERR", "time_backend", "safe_backends", "speed_entry",
            "speed_cell", "measure_speed", "write_speed", "versions", "write_table", "DEFAULT_MS",
-           "DEFAULT_TIME_BUDGET_S", "parse_args", "main", "NEAR_TIE_MARGIN", "NEAR_TIE_ROUNDS", "near_tie",
-           "settle_near_tie"]
+           "DEFAULT_TIME_BUDGET_S", "parse_args", "main"]

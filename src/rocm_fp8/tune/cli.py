@@ -17,27 +17,13 @@ from rocm_fp8.kernel_configs import slug
 from rocm_fp8.quant import FP8_DTYPES
 from rocm_fp8.toolchain import detect
 from rocm_fp8.tune.candidates import candidates, precompile
-from rocm_fp8.tune.search import scaled_mm_calls, triton_calls, tune_shape
+from rocm_fp8.tune.search import tune_shape
 from rocm_fp8.tune.speed import speed_cell, speed_entry, write_speed
 from rocm_fp8.tune.table import versions, write_table
-from rocm_fp8.tune.ties import NEAR_TIE_MARGIN, settle_near_tie
-from rocm_fp8.tune.timing import tflops, time_calls
 
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096, 16384)
 #: a model's shapes should tune within this (seconds); past it the remaining shapes use --quick
 DEFAULT_TIME_BUDGET_S = 300.0
-
-
-def row_from_retimed(row: dict[str, Any], entries: Sequence[dict[str, Any]], m: int, n: int, k: int) -> None:
-    """A near-tie re-timed interleaved (``rocm_fp8.tune.ties``) gives our kernel and cuBLASLt new
-    medians: the table row carries them too, so that the table's figures and the speed evidence agree."""
-    for e in entries:
-        if not e.get("retimed"):
-            continue
-        col = {"triton": "triton", "torch-scaled-mm": "scaled_mm"}.get(e["backend"])
-        if col is not None and row.get(f"{col}_us") is not None:
-            row[f"{col}_us"] = round(e["us"], 3)
-            row[f"{col}_tflops"] = round(tflops(m, n, k, e["us"]), 2)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -63,9 +49,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--no-scaled-mm", action="store_true", help="do not measure cuBLASLt beside")
     p.add_argument("--no-speed", action="store_true",
                    help="do not time the other backends, nor record speed evidence for the dispatcher")
-    p.add_argument("--near-tie", type=float, default=NEAR_TIE_MARGIN, metavar="FRACTION",
-                   help="when the two fastest backends of a cell are within FRACTION of each other, time them "
-                        "again, interleaved, and record the medians (default %(default)s; 0: never)")
     p.add_argument("--speed-output", type=Path, default=None,
                    help="also write the speed evidence (a probe report) here")
     p.add_argument("--no-cache", action="store_true",
@@ -74,8 +57,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="processes that compile candidates in parallel (1: compile while timing)")
     p.add_argument("--log", type=Path, default=None, help="also write every candidate's timing here (JSON)")
     args = p.parse_args(argv)
-    if not 0 <= args.near_tie < 1:
-        p.error(f"--near-tie: expected a fraction in [0, 1), got {args.near_tie}")
     for v in args.n + args.k + args.m + args.tp:
         if v <= 0:
             p.error(f"--n/--k/--m/--tp: expected positive integers, got {v}")
@@ -119,7 +100,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bar = Progress(len(shapes) * len(ms), "tune")
     say = bar.note
     log: list = []
-    near_ties: list = []  # cells re-timed interleaved, with their first timings
     speed: list[dict[str, Any]] = []
     quick = args.quick
     t0 = time.monotonic()
@@ -132,39 +112,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f"{len(shapes) - i} shape(s) use the quick candidate set")
 
         def after_m(m, sets, ref, row, n=n, k=k):
-            known = []
-            if row is not None and row.get("triton_us"):
-                known.append(speed_entry("triton", n, k, m, fp8_name, {"us": row["triton_us"], "sets": len(sets)},
-                                         config=row.get("config")))
-            if row is not None and row.get("scaled_mm_us"):
-                known.append(speed_entry("torch-scaled-mm", n, k, m, fp8_name,
-                                         {"us": row["scaled_mm_us"], "sets": len(sets)}))
-            # the calls of the two measured beside, should the cell be a near-tie and need re-timing
-            builders = {}
-            if with_sm:
-                builders["torch-scaled-mm"] = lambda: scaled_mm_calls(sets, torch.bfloat16)
-            if row is not None and row.get("config"):
-                builders["triton"] = lambda: triton_calls(sets, row["config"])
-            retime = args.near_tie > 0
             if not args.no_speed:
-                cell = speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, None, say,
-                                  skip={e["backend"] for e in known} | ({"torch-scaled-mm"} if with_sm else set()),
-                                  known=known, builders=builders, log=near_ties, retime=retime, margin=args.near_tie)
-                speed.extend(cell)
-            elif retime:  # no other backend timed: the table's two columns may still be a near-tie
-                record = settle_near_tie(known, builders, time_calls, m=m, n=n, k=k, margin=args.near_tie, say=say)
-                if record is not None:
-                    near_ties.append(record)
-            if row is not None:
-                row_from_retimed(row, known, m, n, k)
+                known = []
+                if row is not None and row.get("triton_us"):
+                    known.append(speed_entry("triton", n, k, m, fp8_name, {"us": row["triton_us"], "sets": len(sets)},
+                                             config=row.get("config")))
+                if row is not None and row.get("scaled_mm_us"):
+                    known.append(speed_entry("torch-scaled-mm", n, k, m, fp8_name,
+                                             {"us": row["scaled_mm_us"], "sets": len(sets)}))
+                speed.extend(speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, None, say,
+                                         skip={e["backend"] for e in known} | ({"torch-scaled-mm"} if with_sm else set()),
+                                         known=known))
             bar.advance(1, f"N={n} K={k} M={m}")
 
         rows = tune_shape(n, k, ms, fp8, quick=quick, with_scaled_mm=with_sm, log=log, say=say, on_m=after_m)
         write_table(output, device, tc.arch, {f"{n},{k}": rows}, sm_count=sm_count)
         if args.log:
             args.log.parent.mkdir(parents=True, exist_ok=True)
-            args.log.write_text(json.dumps({"device": device, "versions": versions(), "results": log,
-                                            "near_ties": near_ties}) + "\n")
+            args.log.write_text(json.dumps({"device": device, "versions": versions(), "results": log}) + "\n")
         if speed and not args.no_speed:
             paths = write_speed(tc, speed, output=args.speed_output, cache=not args.no_cache, device=device)
             speed_paths = paths

@@ -12,34 +12,18 @@ from rocm_fp8.tune.operands import ACCURACY_SLACK, accuracy_floor, accurate_enou
 from rocm_fp8.tune.timing import rotation_sets, tflops, time_calls
 
 
-def scaled_mm_calls(sets, out_dtype) -> list:
-    """One cuBLASLt blockwise call per input set, in the layout the ``torch-scaled-mm`` backend runs."""
-    backend = TorchScaledMMBackend()  # its own weight layout: K zero-padded to a multiple of 512
-    prepared = []
-    for x, s, w, ws in sets:
-        pw = backend.prepare_weight(w, ws)
-        # activation scales M-contiguous (strides (1, M)), as the backend's own quantization writes them:
-        # a row-major scale would time a transposing copy per call that the dispatcher never makes
-        prepared.append((x, s.t().contiguous().t(), pw.extra["b"], pw.extra["scale_b"]))
-    return [lambda p=p: scaled_mm_blockwise(p[0], p[1], p[2], p[3], out_dtype) for p in prepared]
-
-
-def triton_calls(sets, config: dict, out_dtype=None) -> list:
-    """One call of our kernel with ``config`` (a table row's config) per input set."""
-    import torch
-
-    from rocm_fp8.kernels.triton_blockscale import KernelConfig, blockscale_gemm
-
-    cfg = KernelConfig.from_dict(config)
-    out_dtype = out_dtype or torch.bfloat16
-    return [lambda s=s: blockscale_gemm(*s, out_dtype, config=cfg, check=False) for s in sets]
-
-
 def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
     import torch
 
     try:
-        calls = scaled_mm_calls(sets, out_dtype)
+        backend = TorchScaledMMBackend()  # its own weight layout: K zero-padded to a multiple of 512
+        prepared = []
+        for x, s, w, ws in sets:
+            pw = backend.prepare_weight(w, ws)
+            # activation scales M-contiguous (strides (1, M)), as the backend's own quantization writes them:
+            # a row-major scale would time a transposing copy per call that the dispatcher never makes
+            prepared.append((x, s.t().contiguous().t(), pw.extra["b"], pw.extra["scale_b"]))
+        calls = [lambda p=p: scaled_mm_blockwise(p[0], p[1], p[2], p[3], out_dtype) for p in prepared]
         x_q, x_s, w_q, w_s = sets[0]
         err = rel_error(calls[0](), reference(x_q, x_s, w_q, w_s))
         res = time_calls(calls)
@@ -99,7 +83,8 @@ def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, w
         timed = sorted((r for r in results if "us" in r), key=lambda r: r["us"])[:3]
         if len(timed) > 1:
             for r in timed:
-                calls = triton_calls(sets, r["config"])
+                cfg = KernelConfig.from_dict(r["config"])
+                calls = [lambda s=s: blockscale_gemm(*s, torch.bfloat16, config=cfg, check=False) for s in sets]
                 r["first_us"] = r["us"]
                 r["us"] = time_calls(calls)["us"]
                 r["tflops"] = tflops(m, n, k, r["us"])

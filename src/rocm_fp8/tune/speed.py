@@ -15,7 +15,6 @@ from rocm_fp8.dispatch import default_sources
 from rocm_fp8.quant import FP8_DTYPES
 from rocm_fp8.tune.operands import make_sets, reference, rel_error
 from rocm_fp8.tune.table import versions
-from rocm_fp8.tune.ties import NEAR_TIE_MARGIN, settle_near_tie
 from rocm_fp8.tune.timing import rotation_sets, tflops, time_calls
 
 
@@ -37,16 +36,6 @@ def _backend_inputs(backend, sets, fp8):
     return out
 
 
-def backend_calls(backend, sets, fp8, out_dtype=None) -> list:
-    """One call per input set, the way the dispatcher runs ``backend``: its prepared weight, its ``run``."""
-    import torch
-
-    out_dtype = out_dtype or torch.bfloat16
-    xs = _backend_inputs(backend, sets, fp8)
-    prepared = [backend.prepare_weight(w, ws) for _, _, w, ws in sets]
-    return [lambda x=x, p=p: backend.run(x[0], x[1], p, out_dtype) for x, p in zip(xs, prepared)]
-
-
 def time_backend(backend, sets, ref, fp8, out_dtype=None, timer=None) -> dict[str, Any]:
     """Time ``backend`` the way the dispatcher runs it (its prepared weight, its ``run``) over the
     rotating ``sets``, after checking set 0 against ``ref``. Returns {"us", "rel_err", ...} or {"error"}.
@@ -55,8 +44,11 @@ def time_backend(backend, sets, ref, fp8, out_dtype=None, timer=None) -> dict[st
 
     timer = timer or time_calls
 
+    out_dtype = out_dtype or torch.bfloat16
     try:
-        calls = backend_calls(backend, sets, fp8, out_dtype)
+        xs = _backend_inputs(backend, sets, fp8)
+        prepared = [backend.prepare_weight(w, ws) for _, _, w, ws in sets]
+        calls = [lambda x=x, p=p: backend.run(x[0], x[1], p, out_dtype) for x, p in zip(xs, prepared)]
         err = rel_error(calls[0](), ref)
         if not err < SPEED_MAX_REL_ERR:  # NaN fails too
             return {"error": f"output differs from the float32 reference: relative error {err:.3g}", "rel_err": err}
@@ -118,38 +110,24 @@ def measure_speed(tc, shapes: Sequence[tuple[int, int]], ms: Sequence[int], fp8_
 
 
 def speed_cell(tc, sets, ref, m, n, k, fp8_name, fp8, names, say, skip=(), known=None,
-               evidence_extra: Sequence[Any] = (), builders: Optional[dict[str, Callable[[], list]]] = None,
-               timer: Optional[Callable] = None, retime: bool = True, log: Optional[list] = None,
-               margin: float = NEAR_TIE_MARGIN) -> list[dict[str, Any]]:
-    """Speed entries of one (N, K, M): the ``known`` ones (timed by the caller) and every safe backend
-    not in ``skip``, timed here. When the two fastest are within ``margin`` of each other (a near-tie,
-    :mod:`rocm_fp8.tune.ties`) and ``retime``, both are re-timed interleaved and their medians
-    recorded; ``builders[name]()`` gives the calls of a known backend (those timed here are rebuilt
-    the dispatcher's way), and the record of the re-timing, with the first timings, goes to ``log``."""
-    timer = timer or time_calls
+                evidence_extra: Sequence[Any] = ()) -> list[dict[str, Any]]:
     backends, skipped = safe_backends(tc, n, k, m, fp8_name, names, list(evidence_extra) + default_sources(tc))
     entries = list(known or [])
-    builders = dict(builders or {})
     words = [f"{e['backend']} {e['tflops']:.1f}" for e in entries]
     for b in backends:
         if b.name in skip:
             continue
-        res = time_backend(b, sets, ref, fp8, timer=timer)
+        res = time_backend(b, sets, ref, fp8)
         if "us" in res:
             e = speed_entry(b.name, n, k, m, fp8_name, res)
             entries.append(e)
             words.append(f"{b.name} {e['tflops']:.1f}")
-            builders.setdefault(b.name, lambda b=b: backend_calls(b, sets, fp8))
         else:
             words.append(f"{b.name} not timed ({res['error'][:120]})")
     for name, why in skipped.items():
         if name not in skip:
             words.append(f"{name} skipped ({why[:120]})")
     say(f"speed N={n} K={k} M={m} (TFLOPS): " + "; ".join(words))
-    if retime:
-        record = settle_near_tie(entries, builders, timer, m=m, n=n, k=k, margin=margin, say=say)
-        if record is not None and log is not None:
-            log.append(record)
     return entries
 
 
