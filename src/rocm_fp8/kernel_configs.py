@@ -23,7 +23,9 @@ Which table a device gets (:func:`find_table`), first match wins:
 
 Each shape lists the M values it was measured at; a problem uses the row with the smallest measured
 ``m`` that is >= its M (the largest row beyond the last). ``triton_tflops`` and ``scaled_mm_tflops``
-are what ``tune`` measured there; the dispatcher ranks backends by them when no speed evidence
+are what ``tune`` measured there (GPU time, as a CUDA graph replays it); ``eager``, where present, is
+the config calls outside a graph take (fewer launches: faster when the host's launch time is what a
+call waits on, ``eager_us`` against ``eager_main_us``); the dispatcher ranks backends by them when no speed evidence
 measured on this very toolchain exists (see :mod:`rocm_fp8.probe_report`). AMD entries may carry
 ``waves_per_eu``, ``matrix_instr_nonkdim`` and ``kpack``.
 
@@ -69,6 +71,8 @@ class Row:
     config: dict[str, Any]
     triton_tflops: Optional[float] = None
     scaled_mm_tflops: Optional[float] = None
+    #: the config for calls outside a graph capture, where tune found one with fewer launches faster there
+    eager: Optional[dict[str, Any]] = None
 
 
 class ConfigTable:
@@ -97,7 +101,8 @@ class ConfigTable:
                 raise ValueError(f"{where}: shape key: expected 'N,K', got {key!r}") from None
             try:
                 parsed = sorted((Row(int(r["m"]), dict(r["config"]), r.get("triton_tflops"),
-                                     r.get("scaled_mm_tflops")) for r in rows), key=lambda r: r.m)
+                                     r.get("scaled_mm_tflops"), dict(r["eager"]) if r.get("eager") else None)
+                             for r in rows), key=lambda r: r.m)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: shape {key}: expected rows with 'm' and 'config', got {exc!r}") from None
             if parsed:

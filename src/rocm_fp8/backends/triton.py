@@ -29,6 +29,8 @@ class TritonBackend(Backend):
     def __init__(self) -> None:
         # (n, k, m bucket) -> KernelConfig; the hot path reads only this dict.
         self._configs: dict[tuple[int, int, int], object] = {}
+        # (n, k, m bucket) -> the table's eager-call KernelConfig, or None (see eager_config_for)
+        self._eager: dict[tuple[int, int, int], object] = {}
 
     # -- can it run here ------------------------------------------------------------------------
     def available(self, toolchain):
@@ -107,8 +109,23 @@ class TritonBackend(Backend):
                 log.warning("triton: N=%d K=%d M<=%d: the table's config does not fit (%s); using %s",
                             n, k, key[2], why, base.to_dict())
                 cfg = base
+            eager = None
+            if row is not None and row.eager:
+                eager = KernelConfig.from_dict(row.eager).validate()
+                if not fits(eager, arch)[0] or eager == cfg:
+                    eager = None
+            self._eager[key] = eager
             self._configs[key] = cfg
         return cfg
+
+    def eager_config_for(self, m: int, n: int, k: int, toolchain=None):
+        """The table's config for calls made outside a CUDA/HIP-graph capture, where it differs from
+        :meth:`config_for` (None otherwise). At small M a captured call costs its GPU time only, an
+        eager one also its launches' host time: ``rocm-fp8 tune`` times both ways and keeps, as the
+        row's ``eager``, a config with fewer launches (the one-launch fma kernel) where that makes
+        eager calls faster than the graph winner does."""
+        self.config_for(m, n, k, toolchain)
+        return self._eager.get((n, k, bucket(m)))
 
     # -- once per layer -------------------------------------------------------------------------------
     def prepare_weight(self, weight, weight_scale):
@@ -116,15 +133,71 @@ class TritonBackend(Backend):
         return PreparedWeight(self.name, w, weight_scale, w.shape[0], w.shape[1])
 
     # -- once per (layer, M bucket) -------------------------------------------------------------------
+    def _bound_pair(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
+        """(bound launch of the bucket's config, bound launch for eager calls or None), made once per
+        (weight, out dtype, bucket) and shared by the FP8-input and float-input calls."""
+        key = ("pair", out_dtype, m_bucket)
+        pair = prepared.extra.get(key)
+        if pair is None:
+            from rocm_fp8.kernels.triton_blockscale import bind
+
+            cfg = self.config_for(m_bucket, prepared.n, prepared.k)
+            eager = self.eager_config_for(m_bucket, prepared.n, prepared.k)
+            # a table row may name the Gluon sm90 kernel (kernel="gluon_ws2") or the fma kernel:
+            # bind() routes to it (Gluon where it can run, else the Triton kernel with the same tile)
+            main = bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+            fast = None
+            if eager is not None and prepared.weight.device.type == "cuda":
+                fast = bind(prepared.weight, prepared.weight_scale, out_dtype, eager)
+            pair = prepared.extra[key] = (main, fast)
+        return pair
+
     def bind(self, prepared: PreparedWeight, out_dtype, m_bucket: int):
         """``run(x_q, x_scale) -> y`` for any M in the bucket: config, grid, constexprs and the weight's
-        arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm)."""
-        from rocm_fp8.kernels.triton_blockscale import bind
+        arguments settled now, launched directly after the first call (kernels/triton_blockscale.BoundGemm).
+        Where the table keeps an eager config for the bucket, calls outside a graph capture take it."""
+        main, fast = self._bound_pair(prepared, out_dtype, m_bucket)
+        if fast is None:
+            return main
+        capturing = torch.cuda.is_current_stream_capturing
 
-        cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-        # a table row may name the Gluon sm90 kernel (kernel="gluon_ws"): bind() routes to it where
-        # it can run, else to the Triton kernel with the same tile
-        return bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
+        def call(x_q, x_scale):
+            return main(x_q, x_scale) if capturing() else fast(x_q, x_scale)
+
+        return call
+
+    def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
+        """Float input in one launch where the bucket's config (or its eager one) is the fma kernel,
+        which quantizes the activation itself (the fused quant kernel's bits); None otherwise (the
+        dispatcher runs quantize_input, then bind's call)."""
+        from rocm_fp8.kernels.triton_blockscale import BoundFma
+
+        if group_size != 128:
+            return None
+        main, fast = self._bound_pair(prepared, out_dtype, m_bucket)
+        if not isinstance(main, BoundFma) and not isinstance(fast, BoundFma):
+            return None
+        quantize = self.quantize_input
+
+        def of(bound):
+            if isinstance(bound, BoundFma):
+                return bound.float_input
+
+            def two_launches(x):
+                return bound(*quantize(x, fp8_dtype, 128))
+
+            return two_launches
+
+        main_fn = of(main)
+        if fast is None:
+            return main_fn
+        fast_fn = of(fast)
+        capturing = torch.cuda.is_current_stream_capturing
+
+        def call(x):
+            return main_fn(x) if capturing() else fast_fn(x)
+
+        return call
 
     # -- hot path -----------------------------------------------------------------------------------
     def quantize_input(self, x, fp8_dtype, group_size: int = 128):

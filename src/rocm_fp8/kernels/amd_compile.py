@@ -81,7 +81,9 @@ class ResourceReport:
         lim = limits_for(self.arch)
         if not self.target.endswith(self.arch):
             out.append(f"code object targets {self.target!r}, not {self.arch}")
-        if not self.fp8_mfma:
+        if self.kernel == FMA_REPORT:
+            pass  # the fma kernel computes on the vector ALUs: no MFMA expected
+        elif not self.fp8_mfma:
             out.append(f"no FP8 MFMA instruction (found {list(self.mfma) or 'none'})")
         if self.half_mfma:
             out.append(f"f16/bf16 MFMA {list(self.half_mfma)}: the FP8 operands were converted")
@@ -143,7 +145,10 @@ def _compile_like_launch(jit_fn, arch: str, args: tuple, kwargs: dict[str, Any])
     from triton.compiler import ASTSource, compile, make_backend
     from triton.runtime.jit import create_function_from_signature
 
-    target = GPUTarget("hip", arch, 64)
+    # AMD archs (gfx942...) compile for HIP; "sm90" and the like for CUDA (what the fma kernel's
+    # cross-compile check uses; needs no GPU either)
+    target = (GPUTarget("cuda", int(arch[2:]), 32) if arch.startswith("sm") and arch[2:].isdigit()
+              else GPUTarget("hip", arch, 64))
     backend = make_backend(target)
     kwargs = dict(kwargs)
     kwargs.setdefault("debug", False)
@@ -188,6 +193,39 @@ def _operands(fp8_dtype, out_dtype):
     return x, w, out, xs, ws, part
 
 
+#: ResourceReport.kernel of the fma kernel (no MFMA by design)
+FMA_REPORT = "rocm_fp8-fma"
+
+
+def compile_fma(config, arch: str, n: int, k: int, *, quant: bool, fp8: Optional[str] = None,
+                out_dtype: str = "bfloat16", in_dtype: str = "bfloat16"):
+    """Compile the fma kernel (``KernelConfig.kernel == "fma"``) for ``arch``: a HIP arch or an NVIDIA
+    one (``sm90``). ``quant``: the float-input variant (quantizing in the kernel), else FP8 input.
+    Returns Triton's ``CompiledKernel`` (``asm``, ``metadata``); needs no GPU."""
+    import torch
+
+    from rocm_fp8.kernels import triton_blockscale as tb
+    from rocm_fp8.kernels.blockscale_jit import fma_gemm_kernel
+
+    cfg = config if isinstance(config, tb.KernelConfig) else tb.KernelConfig.from_dict(dict(config))
+    cfg = cfg.validate()
+    fp8_name = fp8 or (limits_for(arch).fp8_flavour if limits_for(arch) else "e4m3fn")
+    fp8_dtype = _fp8_dtype(arch, fp8_name)
+    x, w, out, xs, ws, _ = _operands(fp8_dtype, getattr(torch, out_dtype))
+    if quant:
+        x = torch.empty(64, dtype=getattr(torch, in_dtype))
+    kb = -(-k // tb.GROUP_K)
+    args = (x, x if quant else xs, w, ws, out, 1, n, k, k, 0 if quant else kb, 0 if quant else 1, k, kb, 1, n)
+    opts: dict[str, Any] = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if not arch.startswith("sm"):
+        for key in ("waves_per_eu",):
+            if getattr(cfg, key) is not None:
+                opts[key] = getattr(cfg, key)
+    return _compile_like_launch(fma_gemm_kernel, arch, args,
+                                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUPS=cfg.k_groups, QUANT_A=quant,
+                                     FNUZ=fp8_name == "e4m3fnuz", RECIPROCAL=True, **opts))
+
+
 @functools.lru_cache(maxsize=None)
 def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, n: int, k: int) -> ResourceReport:
     import torch
@@ -197,6 +235,10 @@ def _compile_ours_cached(cfg_items: tuple, arch: str, fp8: str, out_dtype: str, 
     from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel
 
     cfg = tb.KernelConfig(**dict(cfg_items)).validate()
+    if cfg.kernel == tb.FMA_KERNEL:  # both variants must fit; report the heavier
+        reports = [_report(FMA_REPORT, arch, compile_fma(cfg, arch, n, k, quant=q, fp8=fp8, out_dtype=out_dtype),
+                           cfg.to_dict(), cfg.waves_per_eu) for q in (False, True)]
+        return max(reports, key=lambda r: (r.vgpr_spills, r.scratch_bytes, r.vgprs))
     fp8_dtype = _fp8_dtype(arch, fp8)
     odt = getattr(torch, out_dtype)
     x, w, out, xs, ws, part = _operands(fp8_dtype, odt)

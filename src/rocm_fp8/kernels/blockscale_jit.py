@@ -12,6 +12,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from rocm_fp8.kernels.quant_fp8 import quantize_groups
+
 
 @triton.jit
 def _kstep(acc, pa, pb, kb, pid_m, pid_n, a_ptr, b_ptr, a_offs, b_offs, as_ptrs, bs_ptrs, offs_k, K,
@@ -172,3 +174,67 @@ def splitk_reduce(ws_ptr, c_ptr, M, N, stride_cm, stride_cn,
     m = offs // N
     n = offs % N
     tl.store(c_ptr + m * stride_cm + n * stride_cn, acc.to(c_ptr.dtype.element_ty), mask=ok)
+
+
+# ------------------------------------------------------------------------------------------------
+# Small M without tensor cores: one launch, quantizing a float activation itself
+# ------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, g, K, KB,
+               stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk,
+               BLOCK_M: tl.constexpr, QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
+    """One 128-wide K group: ``acc [BM, BN] += (sum_k xq * wq) * (x_scale * w_scale)``. A group past
+    K (the last step's tail) loads zeros and reads the last group's scales, adding 0."""
+    g = tl.minimum(g, KB - 1)
+    k_ok = kk < K
+    w = tl.load(w_ptr + cols[:, None] * stride_wn + kk[None, :], mask=k_ok[None, :], other=0.0)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + kk[None, :], mask=k_ok[None, :], other=0.0)
+    if QUANT_A:
+        # the quant kernel's own helper: the same FP8 bits and scale as quantize_fp8 + the GEMM
+        q, xs = quantize_groups(x.to(tl.float32), w_ptr.dtype.element_ty, FNUZ, RECIPROCAL)
+        xf = q.to(tl.float32)
+    else:
+        xf = x.to(tl.float32)
+        xs = tl.load(xs_ptr + rows * stride_sm + g * stride_sk)
+    wsc = tl.load(ws_ptr + (cols // 128) * stride_wsn + g * stride_wsk)
+    if BLOCK_M == 1:  # a 2-D product (the weight tile's own layout, 16-byte loads)
+        part = tl.sum(w.to(tl.float32) * xf, axis=1)[None, :]
+    else:
+        part = tl.sum(xf[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    return acc + part * (xs[:, None] * wsc[None, :])
+
+
+@triton.jit(do_not_specialize=["M", "stride_xm", "stride_sm", "stride_sk"])
+def fma_gemm_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, c_ptr, M, N, K,
+                    stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk, stride_cm,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                    QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
+    """``c [M, N] = x [M, K] @ w [N, K]^T`` with FP32 FMAs on the vector units, for M of a few rows.
+
+    At M <= 16 the tensor cores idle anyway: the GEMM streams the weight once, and what a call costs
+    is launches. This kernel is one launch for FP8 input and for float input alike: with ``QUANT_A``
+    it quantizes each 1 x 128 group of the activation itself (``quantize_groups``, the fused quant
+    kernel's code, so the FP8 values and scales are the same bits), and it needs no split-K
+    reduction: each program owns ``BLOCK_M x BLOCK_N`` outputs over all of K, walking K ``GROUPS``
+    groups per step (the loads of one step are issued together). Per group the products are summed
+    in fp32 and scaled once, as the tensor-core kernel does. A partial last group is masked (zeros),
+    rows and columns past M and N are wrapped onto valid ones and dropped at the store.
+    """
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = offs_m % M
+    cols = offs_n % N
+    KB = tl.cdiv(K, 128)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, GROUPS * 128):
+        for j in tl.static_range(GROUPS):
+            kk = k0 + j * 128 + tl.arange(0, 128)
+            acc = _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, k0 // 128 + j, K, KB,
+                             stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk,
+                             BLOCK_M, QUANT_A, FNUZ, RECIPROCAL)
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 import triton
 
-from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel, splitk_reduce
+from rocm_fp8.kernels.blockscale_jit import blockscale_gemm_kernel, fma_gemm_kernel, splitk_reduce
 from rocm_fp8.quant import OUT_DTYPES
 
 GROUP_K = 128  # activation group along K and weight block along K; the kernel's BLOCK_K
@@ -85,6 +85,8 @@ class KernelConfig:
     #: alignment); elsewhere the Triton kernel runs this tile. gluon_ws2 stages what fits beside the
     #: ring (gluon_support.ws2_staging) and writes fp32 or unaligned outputs with plain stores.
     kernel: Optional[str] = None
+    #: kernel "fma" only: 128-wide K groups per loop step (1, 2, 4 or 8)
+    k_groups: Optional[int] = None
     waves_per_eu: Optional[int] = None
     matrix_instr_nonkdim: Optional[int] = None
     kpack: Optional[int] = None
@@ -107,6 +109,24 @@ class KernelConfig:
         def pow2(v: int) -> bool:
             return v > 0 and (v & (v - 1)) == 0
 
+        if self.kernel == FMA_KERNEL:
+            if not (pow2(self.block_m) and self.block_m <= 16):
+                raise ValueError(f"config.block_m: the fma kernel takes a power of two in [1, 16], got {self.block_m}")
+            if not (pow2(self.block_n) and 2 <= self.block_n <= 128):
+                raise ValueError(f"config.block_n: the fma kernel takes a power of two in [2, 128], got {self.block_n}")
+            if self.k_groups not in (1, 2, 4, 8):
+                raise ValueError(f"config.k_groups: the fma kernel takes 1, 2, 4 or 8, got {self.k_groups!r}")
+            if self.split_k != 1 or self.persistent or self.tma or self.frame:
+                raise ValueError("config: the fma kernel takes split_k 1 and no persistent/tma/frame, got "
+                                 f"split_k {self.split_k}, persistent {self.persistent}, tma {self.tma}, "
+                                 f"frame {self.frame}")
+            if not pow2(self.num_warps) or self.num_stages < 1:
+                raise ValueError(f"config.num_warps/num_stages: expected a power of two and >= 1, got "
+                                 f"{self.num_warps}/{self.num_stages}")
+            return self
+        if self.k_groups is not None:
+            raise ValueError(f"config.k_groups: only the fma kernel takes it, got {self.k_groups} with kernel "
+                             f"{self.kernel!r}")
         if not (pow2(self.block_m) and 16 <= self.block_m <= 256):
             raise ValueError(f"config.block_m: expected a power of two in [16, 256], got {self.block_m}")
         ws2_192 = self.block_n == 192 and self.kernel == "gluon_ws2"  # (ws2's v3 tile, not a power of two)
@@ -123,7 +143,7 @@ class KernelConfig:
             raise ValueError(f"config.num_stages: expected >= 1, got {self.num_stages}")
         if self.kernel is not None:
             if self.kernel not in GLUON_KERNELS:
-                raise ValueError(f"config.kernel: expected None or one of {sorted(GLUON_KERNELS)}, "
+                raise ValueError(f"config.kernel: expected None, {FMA_KERNEL!r} or one of {sorted(GLUON_KERNELS)}, "
                                  f"got {self.kernel!r}")
             if self.block_m != 128 or self.block_n not in (64, 128, 192, 256) or self.split_k != 1:
                 raise ValueError(f"config: the {self.kernel} kernel takes block_m 128, block_n 64/128/256 and "
@@ -166,6 +186,11 @@ class KernelConfig:
                        block_n=128 if self.block_n == 192 else self.block_n)
 
 
+#: KernelConfig.kernel of the small-M kernel without tensor cores (blockscale_jit.fma_gemm_kernel):
+#: one launch for FP8 and float input alike, no split-K; ``block_m`` rows x ``block_n`` columns per
+#: program, ``k_groups`` 128-wide K groups per step. Runs wherever the Triton kernel does.
+FMA_KERNEL = "fma"
+
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
 GLUON_KERNELS = {"gluon_ws2": "ws2", "gluon_ws": "ws", "gluon_pipelined": "pipelined"}
 
@@ -185,7 +210,7 @@ def gluon_module():
 
 def gluon_usable(cfg: "KernelConfig", x_q: torch.Tensor, w_q: torch.Tensor) -> bool:
     """Whether ``cfg`` asks for the Gluon kernel and it can run these operands here."""
-    if cfg.kernel is None:
+    if cfg.kernel not in GLUON_KERNELS:
         return False
     from rocm_fp8.kernels.gluon_support import tma_ready, unavailable_reason
 
@@ -341,6 +366,9 @@ def blockscale_gemm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
     elif check and (tuple(out.shape) != (m, n) or out.dtype != out_dtype or out.device != x_q.device):
         _fail("out", f"a ({m}, {n}) {out_dtype} tensor on {x_q.device}",
               f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    if cfg.kernel == FMA_KERNEL:
+        launch_fma(x_q, x_scale, w_q, w_scale, out, cfg)
+        return out
     if cfg.kernel is not None:  # a Gluon config: that kernel where it runs, else the same tile here
         if gluon_usable(cfg, x_q, w_q):
             gluon_module().launch(x_q, x_scale, w_q, w_scale, out, cfg.gluon_config())
@@ -355,7 +383,34 @@ def launch(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig):
 
     Returns Triton's handle of the main kernel (its ``asm`` holds the PTX/SASS; None in the interpreter).
     """
+    if cfg.kernel == FMA_KERNEL:
+        return launch_fma(x_q, x_scale, w_q, w_scale, out, cfg)
     return _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg)[0]
+
+
+def launch_fma(x, x_scale, w_q, w_scale, out, cfg: KernelConfig):
+    """The fma kernel through Triton's JIT. ``x_scale`` None: ``x`` is float (bf16/fp16/fp32, K-contiguous)
+    and the kernel quantizes it per 1 x 128 group itself; else ``x`` is FP8 with its fp32 scales.
+    Returns Triton's handle of the compiled kernel (None in the interpreter)."""
+    m, k = x.shape
+    n = w_q.shape[0]
+    if out.stride(1) != 1:  # the kernel writes rows of unit stride
+        tmp = torch.empty((m, n), dtype=out.dtype, device=out.device)
+        compiled = launch_fma(x, x_scale, w_q, w_scale, tmp, cfg)
+        out.copy_(tmp)
+        return compiled
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    quant = x_scale is None
+    xs = x if quant else x_scale  # (an unused pointer when quantizing)
+    grid = (_cdiv(n, cfg.block_n), _cdiv(m, cfg.block_m))
+    return fma_gemm_kernel[grid](
+        x, xs, w_q, w_scale, out, m, n, k,
+        x.stride(0), 0 if quant else x_scale.stride(0), 0 if quant else x_scale.stride(1),
+        w_q.stride(0), w_scale.stride(0), w_scale.stride(1), out.stride(0),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUPS=cfg.k_groups, QUANT_A=quant,
+        FNUZ=w_q.dtype == torch.float8_e4m3fnuz, RECIPROCAL=x.is_cuda,
+        **_compiler_options(cfg, x.device))
 
 
 def _launch_jit(x_q, x_scale, w_q, w_scale, out, cfg: KernelConfig, b_arg=None):
@@ -532,10 +587,88 @@ class BoundGemm:
         return out
 
 
+class BoundFma:
+    """The fma kernel (:data:`FMA_KERNEL`) bound to one weight, out dtype and config: one launch per
+    call for FP8 input (``fn(x_q, x_scale)``) and for float input (``fn.float_input(x)``, quantized
+    in the kernel, the same bits as the fused quant kernel).
+
+    As :class:`BoundGemm`: the first canonical call of each input kind (FP8, or one float dtype;
+    rows of exactly K elements, 16-byte aligned pointers) goes through Triton's JIT and keeps the
+    compiled kernel; later canonical calls launch it directly; anything else takes the JIT launch.
+    """
+
+    def __init__(self, w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype,
+                 config: KernelConfig) -> None:
+        from rocm_fp8.kernels import fast_launch
+
+        n, k = w_q.shape
+        dev = w_q.device
+        self.w_q, self.w_scale, self.out_dtype, self.config = w_q, w_scale, out_dtype, config
+        self.n, self.k, self.device = n, k, dev
+        self._block_m = config.block_m
+        self._grid_n = _cdiv(n, config.block_n)
+        self._w = (w_q.data_ptr(), w_scale.data_ptr())
+        self._w_strides = (w_q.stride(0), w_scale.stride(0), w_scale.stride(1), n)
+        fnuz = w_q.dtype == torch.float8_e4m3fnuz
+        on_gpu = dev.type == "cuda"
+        self._constexprs = {q: (config.block_m, config.block_n, config.k_groups, q, fnuz, on_gpu) for q in (False, True)}
+        self._hooks_idle = fast_launch.hooks_idle
+        self._stream = fast_launch.stream_getter() if on_gpu else None
+        self._warm = fast_launch.warm
+        self._can_warm = on_gpu and fast_launch.fast_launch_supported()
+        self._dev_index = dev.index if dev.index is not None else 0
+        self._launchers: dict = {}  # input dtype -> WarmKernel
+
+    @property
+    def warmed(self) -> bool:
+        return bool(self._launchers)
+
+    def programs(self, m: int) -> int:
+        return self._grid_n * _cdiv(m, self._block_m)
+
+    def __call__(self, x_q: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        return self._run(x_q, x_scale)
+
+    def float_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None)
+
+    def _run(self, x: torch.Tensor, x_scale: Optional[torch.Tensor]) -> torch.Tensor:
+        m = x.shape[0]
+        kernel = self._launchers.get(x.dtype)
+        if kernel is not None and m:
+            xp = x.data_ptr()
+            if x_scale is None:
+                sp, ss0, ss1 = xp, 0, 0
+            else:
+                sp = x_scale.data_ptr()
+                ss0, ss1 = x_scale.stride()
+            if not (xp | sp) & 15 and x.is_contiguous() and self._hooks_idle():
+                out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.device)
+                w, ws = self._w
+                wn, wsn, wsk, cm = self._w_strides
+                kernel(self._grid_n, -(-m // self._block_m), self._stream(self._dev_index), xp, sp, w, ws, out,
+                       m, self.n, self.k, self.k, ss0, ss1, wn, wsn, wsk, cm, *self._constexprs[x_scale is None])
+                return out
+        out = torch.empty((m, self.n), dtype=self.out_dtype, device=self.device)
+        if m == 0:
+            return out
+        compiled = launch_fma(x, x_scale, self.w_q, self.w_scale, out, self.config)
+        canonical = (x.stride(1) == 1 and x.stride(0) == self.k and not x.data_ptr() & 15
+                     and (x_scale is None or not x_scale.data_ptr() & 15))
+        if self._can_warm and canonical and x.dtype not in self._launchers:
+            warm = self._warm(compiled)
+            if warm is not None:
+                self._launchers[x.dtype] = warm
+        return out
+
+
 def bind(w_q: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: KernelConfig):
     """The bound launch for ``config``: the routing hook between the kernels. A Gluon config
     (``config.kernel``) gets :class:`rocm_fp8.kernels.gluon_sm90.BoundGluonGemm` where that kernel
-    can run this weight, else a :class:`BoundGemm` of the same tile; any other config a BoundGemm."""
+    can run this weight, else a :class:`BoundGemm` of the same tile; the fma kernel a
+    :class:`BoundFma`; any other config a BoundGemm."""
+    if config.kernel == FMA_KERNEL:
+        return BoundFma(w_q, w_scale, out_dtype, config)
     if config.kernel is not None:
         from rocm_fp8.kernels.gluon_support import tma_ready, unavailable_reason
 

@@ -34,6 +34,79 @@ def measure_scaled_mm(sets, out_dtype) -> Optional[dict[str, Any]]:
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
+#: rows up to this M also get an eager pick (pick_eager)
+EAGER_MAX_M = 16
+#: an eager config must beat the graph winner's eager time by this factor to be kept
+EAGER_MARGIN = 0.95
+
+
+def _launches(cfg: dict[str, Any], k: int) -> int:
+    """Kernel launches of one FP8-input call with this config (split-K adds its reduction)."""
+    return 2 if cfg.get("kernel") is None and min(cfg.get("split_k", 1), -(-k // 128)) > 1 else 1
+
+
+def eager_us(fns, rounds: int = 20) -> float:
+    """Wall time per call of back-to-back calls cycling through ``fns``, the final synchronize
+    included: the host's launch time where it dominates, the GPU's where that does (what an eager
+    caller waits on per call). The minimum over 5 runs."""
+    import time
+
+    import torch
+
+    for f in fns:
+        f()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            for f in fns:
+                f()
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) * 1e6 / (rounds * len(fns)))
+    return best
+
+
+def pick_eager(m: int, k: int, fp8, sets, results, best_cfg: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Where the graph winner (``best_cfg``) takes more than one launch, time it eagerly against the
+    fastest one-launch candidates (the fma kernel, and the tensor-core kernel without split-K), each
+    through its bound launch with FP8 input and with bf16 input (quantized by the fused quant kernel,
+    or inside the fma kernel), and return ``{"eager": config, "eager_us", "eager_main_us"}`` where one
+    is faster than the winner by the margin; None otherwise."""
+    import torch
+
+    from rocm_fp8.kernels.quant_fp8 import quantize_fp8
+    from rocm_fp8.kernels.triton_blockscale import BoundFma, KernelConfig, bind
+
+    if _launches(best_cfg, k) == 1:
+        return None
+    ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
+    fma = next((r["config"] for r in ok if r["config"].get("kernel") == "fma"), None)
+    single = next((r["config"] for r in ok if r["config"].get("kernel") is None and _launches(r["config"], k) == 1),
+                  None)
+    pool = [c for c in (fma, single) if c is not None]
+    if not pool:
+        return None
+    floats = [torch.randn(x_q.shape, dtype=torch.bfloat16, device=x_q.device) for x_q, _, _, _ in sets]
+
+    def cost(cfg_d):
+        cfg = KernelConfig.from_dict(cfg_d)
+        bounds = [bind(w_q, w_s, torch.bfloat16, cfg) for _, _, w_q, w_s in sets]
+        fp8_fns = [lambda b=b, s=s: b(s[0], s[1]) for b, s in zip(bounds, sets)]
+        if isinstance(bounds[0], BoundFma):
+            float_fns = [lambda b=b, x=x: b.float_input(x) for b, x in zip(bounds, floats)]
+        else:
+            float_fns = [lambda b=b, x=x: b(*quantize_fp8(x, fp8, 128, "row", False)) for b, x in zip(bounds, floats)]
+        return eager_us(fp8_fns) + eager_us(float_fns)
+
+    main = cost(best_cfg)
+    timed = sorted(((cost(c), c) for c in pool), key=lambda t: t[0])
+    us, cfg = timed[0]
+    if us < EAGER_MARGIN * main:
+        return {"eager": cfg, "eager_us": round(us / 2, 3), "eager_main_us": round(main / 2, 3)}
+    return None
+
+
 def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, with_scaled_mm: bool = True,
                log: Optional[list] = None, say: Callable[[str], None] = print,
                on_m: Optional[Callable[[int, Any, Any, Optional[dict]], None]] = None) -> list[dict[str, Any]]:
@@ -97,6 +170,10 @@ def tune_shape(n: int, k: int, ms: Sequence[int], fp8, *, quick: bool = False, w
             dflt = next((r for r in results if r["config"] == default and "us" in r), None)
             if dflt is not None:
                 row["default_us"] = round(dflt["us"], 3)
+        if best is not None and m <= EAGER_MAX_M:
+            eager = pick_eager(m, k, fp8, sets, results, best["config"])
+            if eager is not None:
+                row.update(eager)
         if with_scaled_mm:
             sm = measure_scaled_mm(sets, torch.bfloat16)
             if sm and "us" in sm and sm.get("rel_err", 1) < 1e-2:
