@@ -106,6 +106,19 @@ def gpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
         "bf16 -> fused quant + bound launcher": lambda: bound(*quant_fp8.quantize_fp8(x, fp8, 128, "row",
                                                                                       check=False)),
     }
+    # the one-launch fma kernel (the table's eager or main config for this bucket where it is one, else
+    # the tuner's first candidate): its floor for FP8 input and for bf16 input quantized in the kernel
+    from rocm_fp8.kernels.triton_blockscale import FMA_KERNEL, BoundFma, KernelConfig
+    from rocm_fp8.tune.candidates import fma_candidates
+
+    eager = triton_backend.eager_config_for(m, n, k, tc)
+    fcfg = next((c for c in (eager, cfg) if c is not None and c.kernel == FMA_KERNEL), None)
+    if fcfg is None and m <= 16:
+        fcfg = KernelConfig.from_dict(fma_candidates(m)[0])
+    if fcfg is not None:
+        fb = BoundFma(w_q, w_s, torch.bfloat16, fcfg)
+        paths["fma: bound launcher, fp8 in"] = lambda: fb(x_q, x_s)
+        paths["fma: bound launcher, bf16 in (quantized in the kernel)"] = lambda: fb.float_input(x)
     bare = _bare_scaled_mm(x_q, x_s, w_q, w_s, tc)
     if bare is not None:
         from rocm_fp8.backends.torch_scaled_mm import padded_k
