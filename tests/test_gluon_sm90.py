@@ -59,7 +59,7 @@ def test_config_round_trip_and_validation():
     assert KernelConfig.from_dict(row["config"]) == cfg
     assert "kernel" not in KernelConfig().to_dict()  # existing tables are unchanged
     assert set(GLUON_KERNELS) == {"gluon_ws2", "gluon_ws", "gluon_pipelined"}
-    with pytest.raises(ValueError, match=r"config\.kernel: expected None or one of .*got 'cutlass'"):
+    with pytest.raises(ValueError, match=r"config\.kernel: expected None, 'fma' or one of .*got 'cutlass'"):
         KernelConfig(block_m=128, kernel="cutlass").validate()
     with pytest.raises(ValueError, match="block_m 128.*got block_m 64"):
         KernelConfig(block_m=64, kernel="gluon_ws").validate()
