@@ -144,10 +144,12 @@ def test_interp_backend_routes_float_input_through_one_launch(interp):
         assert torch.equal(fp8_call(x_q, x_s), y)
         dot = interp.blockscale_gemm(x_q, x_s, w_q, w_s, torch.bfloat16, config=KernelConfig(block_m=16, block_n=64))
     assert_close(y, dot.double(), 1e-2)
-    # a bucket whose config is the tensor-core kernel keeps the dispatcher's quantize + GEMM
+    # a bucket whose config is the tensor-core kernel: the fused quant kernel, then the GEMM
     backend._configs[(n, k, 4)] = KernelConfig(block_m=16, block_n=64)
     backend._eager[(n, k, 4)] = None
-    assert backend.bind_float_input(pw, torch.bfloat16, 4, FN, 128) is None
+    two = backend.bind_float_input(pw, torch.bfloat16, 4, FN, 128)
+    with torch.inference_mode():
+        assert torch.equal(two(x), dot)
     assert backend.bind_float_input(pw, torch.bfloat16, 2, FN, 64) is None  # another group size: not ours
 
 
@@ -200,13 +202,12 @@ def test_table_eager_rows(tmp_path, monkeypatch):
 def test_tune_candidates_offer_fma_only_at_small_m():
     from rocm_fp8.tune.candidates import candidates
 
-    for m in (1, 8, 16):
-        fmas = [c for c in candidates(m, arch="sm90") if c.get("kernel") == "fma"]
-        assert fmas, m
-        for c in fmas:
-            KernelConfig.from_dict(c).validate()
-            assert c["block_m"] <= max(1, 1 << (m - 1).bit_length())
-    assert not [c for c in candidates(64, arch="sm90") if c.get("kernel") == "fma"]
+    fmas = [c for c in candidates(1, arch="sm90") if c.get("kernel") == "fma"]
+    assert fmas
+    for c in fmas:
+        assert KernelConfig.from_dict(c).validate().block_m == 1
+    for m in (2, 16, 64):  # measured 13-60x slower than the tensor cores at M = 16 on the H200
+        assert not [c for c in candidates(m, arch="sm90") if c.get("kernel") == "fma"], m
 
 
 def test_eager_launch_count():

@@ -68,7 +68,11 @@ def test_every_m1_candidate_passes_the_gate(cfg, n, k):
     gate(run(ops, KernelConfig.from_dict(cfg)), reference_linear(*ops))
 
 
-@pytest.mark.parametrize("cfg", fma_candidates(16), ids=_ids(fma_candidates(16)))
+#: multi-row tiles: not offered by the tuner (slow at M = 16), still a correct kernel for any M
+ROW_TILES = fma_candidates(16)
+
+
+@pytest.mark.parametrize("cfg", ROW_TILES, ids=_ids(ROW_TILES))
 @pytest.mark.parametrize("m,n,k", [(16, 2112, 7168), (11, 3072, 1536), (5, 768, 3072)])
 def test_every_m16_candidate_passes_the_gate(cfg, m, n, k):
     ops = operands(m, n, k, seed=m + n + k, mcontig=m % 2 == 1)
@@ -78,8 +82,11 @@ def test_every_m16_candidate_passes_the_gate(cfg, m, n, k):
 @pytest.mark.parametrize("m,n,k", [(1, 2048, 3072), (3, 200, 3884), (16, 2112, 7168)])
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
 def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
-    """Bit for bit (fp32 output): the kernel's own quantization is the fused quant kernel's. K = 3884
-    ends in a partial group; N = 200 in a partial tile."""
+    """The kernel's own quantization is the fused quant kernel's: at M = 1 the two launches give the
+    same bits (fp32 output); with multi-row tiles the two variants may sum a group in another order
+    (their register layouts differ), so there the outputs agree to 1e-5 of the largest, where one
+    FP8 value off by one step would move an output by about 1e-3. K = 3884 ends in a partial group;
+    N = 200 in a partial tile."""
     gen = torch.Generator(device="cuda").manual_seed(m * 31 + k)
     x = (torch.randn(m, k, device="cuda", generator=gen) * 4).to(in_dtype)
     _, _, w_q, w_s = operands(m, n, k, seed=m + 1)
@@ -91,7 +98,10 @@ def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
             x_q, x_s = quantize_fp8(x, FP8)
             y2 = bound(x_q, x_s)
             torch.cuda.synchronize()
-            assert torch.equal(y, y2)
+            if cfg.block_m == 1:
+                assert torch.equal(y, y2)
+            else:
+                assert ((y - y2).abs().max() / y2.abs().max()).item() < 1e-5
     assert bound.warmed
     gate(y, reference_linear(x_q, x_s, w_q, w_s))
 
@@ -169,3 +179,35 @@ def test_eager_config_outside_graphs_and_graph_config_inside():
     assert torch.equal(y_graph, graph_side(x_q, x_s))  # the graph recorded the row's config
     gate(y_graph, reference_linear(x_q, x_s, w_q, w_s))
     gate(yf_graph, reference_linear(xq2, xs2, w_q, w_s))
+
+
+def test_quant_scratch_reuses_buffers_per_stream_and_not_in_graphs():
+    """quantize_fp8(scratch=True): the same buffers for the same shape on one stream (values right
+    each time), other buffers on another stream, fresh ones inside a graph capture."""
+    x1 = torch.randn(5, 3072, device="cuda", dtype=torch.bfloat16)
+    x2 = torch.randn(5, 3072, device="cuda", dtype=torch.bfloat16)
+    a = quantize_fp8(x1, FP8, scratch=True)
+    ref1 = tuple(t.clone() for t in quantize_fp8(x1, FP8))
+    assert torch.equal(a[0].view(torch.uint8), ref1[0].view(torch.uint8)) and torch.equal(a[1], ref1[1])
+    b = quantize_fp8(x2, FP8, scratch=True)
+    assert b[0].data_ptr() == a[0].data_ptr() and b[1].data_ptr() == a[1].data_ptr()
+    ref2 = quantize_fp8(x2, FP8)
+    assert torch.equal(b[0].view(torch.uint8), ref2[0].view(torch.uint8)) and torch.equal(b[1], ref2[1])
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        c = quantize_fp8(x1, FP8, scratch=True)
+    assert c[0].data_ptr() != a[0].data_ptr()
+    g = torch.cuda.CUDAGraph()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        quantize_fp8(x1, FP8, scratch=True)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        d = quantize_fp8(x1, FP8, scratch=True)
+    g.replay()
+    torch.cuda.synchronize()
+    assert d[0].data_ptr() not in (a[0].data_ptr(), c[0].data_ptr())
+    assert torch.equal(d[0].view(torch.uint8), ref1[0].view(torch.uint8))
+    big = torch.randn(65, 256, device="cuda", dtype=torch.bfloat16)  # past SCRATCH_MAX_M: allocated
+    first = quantize_fp8(big, FP8, scratch=True)
+    assert quantize_fp8(big, FP8, scratch=True)[0].data_ptr() != first[0].data_ptr()

@@ -167,7 +167,7 @@ class TorchScaledMMBackend(Backend):
         def run(x):
             m = x.shape[0]
             mp = fixed_mp or max(MIN_M, -(-m // ALIGN_M) * ALIGN_M)
-            x_q, scale_a = quantize(x, fp8_dtype, 128, "col", False, mp, kb)
+            x_q, scale_a = quantize(x, fp8_dtype, 128, "col", False, mp, kb, scratch=True)
             y = mm(x_q, b, scale_a, scale_b, out_dtype)
             if mp != m:
                 y = y[:m]

@@ -167,24 +167,27 @@ class TritonBackend(Backend):
         return call
 
     def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
-        """Float input in one launch where the bucket's config (or its eager one) is the fma kernel,
-        which quantizes the activation itself (the fused quant kernel's bits); None otherwise (the
-        dispatcher runs quantize_input, then bind's call)."""
+        """Float input: one launch where the bucket's config (or its eager one) is the fma kernel, which
+        quantizes the activation itself (the fused quant kernel's bits); else the fused quant kernel
+        writing into per-stream buffers (``quantize_fp8(scratch=True)``: nothing allocated) and the
+        bound GEMM. None where the Triton kernels cannot run (CPU tensors without the interpreter)."""
         from rocm_fp8.kernels.triton_blockscale import BoundFma
 
-        if group_size != 128:
+        if group_size != 128 or (prepared.weight.device.type == "cpu" and not _interpreting()):
             return None
         main, fast = self._bound_pair(prepared, out_dtype, m_bucket)
-        if not isinstance(main, BoundFma) and not isinstance(fast, BoundFma):
-            return None
-        quantize = self.quantize_input
+        quantize = _quant().quantize_fp8
+        fallback = self.quantize_input
 
         def of(bound):
             if isinstance(bound, BoundFma):
                 return bound.float_input
 
             def two_launches(x):
-                return bound(*quantize(x, fp8_dtype, 128))
+                if x.dtype in _QUANT_INPUTS:
+                    # quantized into per-stream buffers the GEMM reads next (no allocation)
+                    return bound(*quantize(x, fp8_dtype, 128, "row", False, scratch=True))
+                return bound(*fallback(x, fp8_dtype, 128))
 
             return two_launches
 

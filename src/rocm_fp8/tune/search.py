@@ -96,7 +96,8 @@ def pick_eager(m: int, k: int, fp8, sets, results, best_cfg: dict[str, Any]) -> 
         if isinstance(bounds[0], BoundFma):
             float_fns = [lambda b=b, x=x: b.float_input(x) for b, x in zip(bounds, floats)]
         else:
-            float_fns = [lambda b=b, x=x: b(*quantize_fp8(x, fp8, 128, "row", False)) for b, x in zip(bounds, floats)]
+            float_fns = [lambda b=b, x=x: b(*quantize_fp8(x, fp8, 128, "row", False, scratch=True))
+                         for b, x in zip(bounds, floats)]
         return eager_us(fp8_fns) + eager_us(float_fns)
 
     main = cost(best_cfg)
