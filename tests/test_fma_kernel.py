@@ -252,7 +252,7 @@ def test_fma_candidates_compile_for_amd(arch):
 @pytest.mark.slow
 def test_fma_candidates_compile_for_sm90():
     """Every fma candidate for sm_90a with Triton's bundled ptxas: no local memory (spills), registers
-    within the 255 a thread can have, 16-byte weight loads where the tile is at least 16 wide."""
+    within the 255 a thread can have."""
     import re
     import tempfile
 
@@ -274,5 +274,3 @@ def test_fma_candidates_compile_for_sm90():
             fields = {k: int(v) for k, v in re.findall(r"\b(REG|STACK|LOCAL):(\d+)", usage)}
             assert fields.get("LOCAL", 0) == 0 and fields.get("STACK", 0) == 0, (c, quant, usage)
             assert 0 < fields["REG"] <= 255, (c, quant, usage)
-            if c["block_m"] == 1 and c["block_n"] >= 16:
-                assert "ld.global.v4" in compiled.asm["ptx"], (c, quant)

@@ -140,7 +140,7 @@ class TorchScaledMMBackend(Backend):
                 if pad is None:
                     x_q, scale_a = _pad_operands(x_q, x_scale, mp, kb, to_bytes, fp8)
                 else:
-                    x_q, scale_a = pad(x_q if x_q.stride(1) == 1 else x_q.contiguous(), x_scale, mp, kb)
+                    x_q, scale_a = pad(x_q if x_q.stride(1) == 1 else x_q.contiguous(), x_scale, mp, kb, 128, True)
             else:
                 scale_a = x_scale if x_scale.stride(0) == 1 and x_scale.stride(1) == m else x_scale.t().contiguous().t()
                 if x_q.stride(-1) != 1:

@@ -224,16 +224,25 @@ _pad_launches: dict[tuple, list] = {}
 
 
 def pad_fp8(x_q: torch.Tensor, x_scale: torch.Tensor, rows: int, cols: int,
-            group_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+            group_size: int = 128, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantized ``x_q [M, K]`` (FP8, unit column stride) and ``x_scale [M, ceil(K/G)]`` fp32 (any
     strides) -> ``(x_q [rows, cols]`` zero-padded, contiguous; ``x_scale [rows, ceil(cols/G)]`` padded with
     1, strides (1, rows))``, both written by one launch: the M/K padding cuBLASLt needs for FP8 input.
-    No argument checks (the caller, torch-scaled-mm's bound call, passes what it validated)."""
+    No argument checks (the caller, torch-scaled-mm's bound call, passes what it validated).
+    ``scratch``: as :func:`quantize_fp8`'s (reused per-stream buffers for small M, outside captures)."""
     m, k = x_q.shape
     dev = x_q.device
     n_groups = -(-cols // group_size)
-    out = torch.empty((rows, cols), dtype=x_q.dtype, device=dev)
-    scale = torch.empty((n_groups, rows), dtype=torch.float32, device=dev).t()
+    if scratch and x_q.is_cuda and 0 < rows <= SCRATCH_MAX_M and not torch.cuda.is_current_stream_capturing():
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        skey = ("pad", index, fast_launch.stream_getter()(index), threading.get_ident(), x_q.dtype, rows, cols,
+                group_size)
+        outs = _scratch.get(skey)
+        if outs is None:
+            outs = _scratch[skey] = _outputs(rows, cols, n_groups, x_q.dtype, True, dev)
+        out, scale = outs
+    else:
+        out, scale = _outputs(rows, cols, n_groups, x_q.dtype, True, dev)
     if rows == 0:
         return out, scale
     groups_per_program = 1 if n_groups == 1 else 2 if n_groups == 2 else 4
