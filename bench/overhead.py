@@ -114,7 +114,7 @@ def gpu_paths(m: int, n: int, k: int) -> dict[str, Callable]:
     eager = triton_backend.eager_config_for(m, n, k, tc)
     fcfg = next((c for c in (eager, cfg) if c is not None and c.kernel == FMA_KERNEL), None)
     if fcfg is None and m <= 16:
-        fcfg = KernelConfig.from_dict(fma_candidates(m)[0])
+        fcfg = KernelConfig.from_dict(fma_candidates()[0])
     if fcfg is not None:
         fb = BoundFma(w_q, w_s, torch.bfloat16, fcfg)
         paths["fma: bound launcher, fp8 in"] = lambda: fb(x_q, x_s)

@@ -61,20 +61,17 @@ def _ids(cands):
     return ["bm{block_m}-bn{block_n}-g{k_groups}-w{num_warps}-s{num_stages}".format(**c) for c in cands]
 
 
-@pytest.mark.parametrize("cfg", fma_candidates(1), ids=_ids(fma_candidates(1)))
+@pytest.mark.parametrize("cfg", fma_candidates(), ids=_ids(fma_candidates()))
 @pytest.mark.parametrize("n,k", [(2048, 3072), (2112, 7168), (7168, 256)])
 def test_every_m1_candidate_passes_the_gate(cfg, n, k):
     ops = operands(1, n, k, seed=n + k)
     gate(run(ops, KernelConfig.from_dict(cfg)), reference_linear(*ops))
 
 
-#: multi-row tiles: not offered by the tuner (slow at M = 16), still a correct kernel for any M
-ROW_TILES = fma_candidates(16)
-
-
-@pytest.mark.parametrize("cfg", ROW_TILES, ids=_ids(ROW_TILES))
+@pytest.mark.parametrize("cfg", fma_candidates()[:4], ids=_ids(fma_candidates()[:4]))
 @pytest.mark.parametrize("m,n,k", [(16, 2112, 7168), (11, 3072, 1536), (5, 768, 3072)])
-def test_every_m16_candidate_passes_the_gate(cfg, m, n, k):
+def test_several_rows_pass_the_gate(cfg, m, n, k):
+    """One program row per activation row: any M is correct (slow past a few rows; tune offers it at M = 1)."""
     ops = operands(m, n, k, seed=m + n + k, mcontig=m % 2 == 1)
     gate(run(ops, KernelConfig.from_dict(cfg)), reference_linear(*ops))
 
@@ -82,15 +79,12 @@ def test_every_m16_candidate_passes_the_gate(cfg, m, n, k):
 @pytest.mark.parametrize("m,n,k", [(1, 2048, 3072), (3, 200, 3884), (16, 2112, 7168)])
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
 def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
-    """The kernel's own quantization is the fused quant kernel's: at M = 1 the two launches give the
-    same bits (fp32 output); with multi-row tiles the two variants may sum a group in another order
-    (their register layouts differ), so there the outputs agree to 1e-5 of the largest, where one
-    FP8 value off by one step would move an output by about 1e-3. K = 3884 ends in a partial group;
-    N = 200 in a partial tile."""
+    """Bit for bit (fp32 output): the kernel's own quantization is the fused quant kernel's. K = 3884
+    ends in a partial group; N = 200 in a partial tile."""
     gen = torch.Generator(device="cuda").manual_seed(m * 31 + k)
     x = (torch.randn(m, k, device="cuda", generator=gen) * 4).to(in_dtype)
     _, _, w_q, w_s = operands(m, n, k, seed=m + 1)
-    cfg = KernelConfig.from_dict(fma_candidates(m)[1])
+    cfg = KernelConfig.from_dict(fma_candidates()[1])
     bound = BoundFma(w_q, w_s, torch.float32, cfg)
     with torch.inference_mode():
         for _ in range(3):  # JIT launch, then the warmed direct launches
@@ -98,10 +92,7 @@ def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
             x_q, x_s = quantize_fp8(x, FP8)
             y2 = bound(x_q, x_s)
             torch.cuda.synchronize()
-            if cfg.block_m == 1:
-                assert torch.equal(y, y2)
-            else:
-                assert ((y - y2).abs().max() / y2.abs().max()).item() < 1e-5
+            assert torch.equal(y, y2)
     assert bound.warmed
     gate(y, reference_linear(x_q, x_s, w_q, w_s))
 
@@ -109,7 +100,7 @@ def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
 def test_warm_launch_equals_jit_launch_across_m():
     """One BoundFma serves every M of its bucket; the direct launch gives what the JIT launch gives."""
     _, _, w_q, w_s = operands(1, 2112, 7168, seed=5)
-    cfg = KernelConfig.from_dict(fma_candidates(16)[0])
+    cfg = KernelConfig.from_dict(fma_candidates()[0])
     bound = BoundFma(w_q, w_s, torch.bfloat16, cfg)
     with torch.inference_mode():
         for m in (16, 9, 13, 16, 1):
@@ -125,7 +116,7 @@ def test_warm_launch_equals_jit_launch_across_m():
 def test_out_dtypes_and_views():
     ops = operands(7, 1000, 1024, seed=9)
     ref = reference_linear(*ops)
-    cfg = KernelConfig.from_dict(fma_candidates(16)[0])
+    cfg = KernelConfig.from_dict(fma_candidates()[0])
     for dt in (torch.float16, torch.float32):
         y = run(ops, cfg, dt)
         assert y.dtype == dt
@@ -147,7 +138,7 @@ def test_eager_config_outside_graphs_and_graph_config_inside():
     x_q, x_s, w_q, w_s = operands(m, n, k, seed=17)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     main = KernelConfig(block_m=16, block_n=64, group_m=1, split_k=8, num_warps=4, num_stages=4)
-    eager = KernelConfig.from_dict(fma_candidates(1)[0])
+    eager = KernelConfig.from_dict(fma_candidates()[0])
     be = TritonBackend()
     be._configs[(n, k, 1)] = main
     be._eager[(n, k, 1)] = eager

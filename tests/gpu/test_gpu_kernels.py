@@ -182,4 +182,11 @@ def test_public_op_and_graph_capture(backend):
     yg.fill_(float("nan"))
     g.replay()
     torch.cuda.synchronize()
-    assert torch.equal(yg, y)
+    # a bucket whose table row keeps an eager config runs another kernel outside the graph: both
+    # pass the gate, and may differ in the last bits (another summation order)
+    assert_close(yg, ref)
+    first = yg.clone()
+    yg.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(yg, first)  # replays are deterministic

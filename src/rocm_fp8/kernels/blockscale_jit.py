@@ -199,10 +199,8 @@ def _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, g, K, KB,
         xf = x.to(tl.float32)
         xs = tl.load(xs_ptr + rows * stride_sm + g * stride_sk)
     wsc = tl.load(ws_ptr + (cols // 128) * stride_wsn + g * stride_wsk)
-    if BLOCK_M == 1:  # a 2-D product (the weight tile's own layout, 16-byte loads)
-        part = tl.sum(w.to(tl.float32) * xf, axis=1)[None, :]
-    else:
-        part = tl.sum(xf[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    # one row: a 2-D product in the weight tile's own layout
+    part = tl.sum(w.to(tl.float32) * xf, axis=1)[None, :]
     return acc + part * (xs[:, None] * wsc[None, :])
 
 
@@ -213,15 +211,20 @@ def fma_gemm_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, c_ptr, M, N, K,
                     QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
     """``c [M, N] = x [M, K] @ w [N, K]^T`` with FP32 FMAs on the vector units, for M of a few rows.
 
-    At M <= 16 the tensor cores idle anyway: the GEMM streams the weight once, and what a call costs
-    is launches. This kernel is one launch for FP8 input and for float input alike: with ``QUANT_A``
-    it quantizes each 1 x 128 group of the activation itself (``quantize_groups``, the fused quant
-    kernel's code, so the FP8 values and scales are the same bits), and it needs no split-K
-    reduction: each program owns ``BLOCK_M x BLOCK_N`` outputs over all of K, walking K ``GROUPS``
-    groups per step (the loads of one step are issued together). Per group the products are summed
-    in fp32 and scaled once, as the tensor-core kernel does. A partial last group is masked (zeros),
-    rows and columns past M and N are wrapped onto valid ones and dropped at the store.
+    At decode M the tensor cores idle anyway: the GEMM streams the weight once, and what an eager
+    call costs is launches. This kernel is one launch for FP8 input and for float input alike: with
+    ``QUANT_A`` it quantizes each 1 x 128 group of the activation itself (``quantize_groups``, the
+    fused quant kernel's code, so the FP8 values and scales are the same bits), and it needs no
+    split-K reduction: each program owns one row's ``BLOCK_N`` outputs over all of K, walking K
+    ``GROUPS`` groups per step (the loads of one step are issued together). Per group the products
+    are summed in fp32 and scaled once, as the tensor-core kernel does. A partial last group is
+    masked (zeros), columns past N are wrapped onto valid ones and dropped at the store.
+
+    One row per program (``BLOCK_M`` must be 1): tiles of several rows (a 3-D product) were correct
+    for FP8 input but returned wrong rows on the H200 when quantizing in the kernel, while exact
+    under the interpreter, and were 13-60x slower than the tensor cores at M = 16 anyway.
     """
+    tl.static_assert(BLOCK_M == 1, "the fma kernel computes one row per program")
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

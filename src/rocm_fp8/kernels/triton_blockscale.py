@@ -110,8 +110,9 @@ class KernelConfig:
             return v > 0 and (v & (v - 1)) == 0
 
         if self.kernel == FMA_KERNEL:
-            if not (pow2(self.block_m) and self.block_m <= 16):
-                raise ValueError(f"config.block_m: the fma kernel takes a power of two in [1, 16], got {self.block_m}")
+            if self.block_m != 1:
+                raise ValueError(f"config.block_m: the fma kernel computes one row per program (block_m 1), "
+                                 f"got {self.block_m}")
             if not (pow2(self.block_n) and 2 <= self.block_n <= 128):
                 raise ValueError(f"config.block_n: the fma kernel takes a power of two in [2, 128], got {self.block_n}")
             if self.k_groups not in (1, 2, 4, 8):
@@ -187,8 +188,8 @@ class KernelConfig:
 
 
 #: KernelConfig.kernel of the small-M kernel without tensor cores (blockscale_jit.fma_gemm_kernel):
-#: one launch for FP8 and float input alike, no split-K; ``block_m`` rows x ``block_n`` columns per
-#: program, ``k_groups`` 128-wide K groups per step. Runs wherever the Triton kernel does.
+#: one launch for FP8 and float input alike, no split-K; one row x ``block_n`` columns per program
+#: (``block_m`` 1), ``k_groups`` 128-wide K groups per step. Runs wherever the Triton kernel does.
 FMA_KERNEL = "fma"
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)

@@ -23,7 +23,7 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
     """
     out: list[dict[str, Any]] = []
     if m <= 1:
-        out += fma_candidates(m, quick=quick)
+        out += fma_candidates(quick=quick)
     if m <= 16:
         for bn, split in ((64, 1), (64, 2), (64, 4), (64, 8), (128, 1), (128, 2), (128, 4), (32, 2), (32, 4)):
             out.append(dict(block_m=16, block_n=bn, group_m=1, split_k=split, num_warps=4, num_stages=4))
@@ -105,27 +105,20 @@ def candidates(m: int, *, quick: bool = False, hopper: bool = True, arch: Option
     return [c for c in out if estimate_lds_bytes(c, lim.arch) <= lim.lds_bytes]
 
 
-def fma_candidates(m: int, *, quick: bool = False) -> list[dict[str, Any]]:
-    """The fma kernel (vector-ALU FMAs, one launch, quantizing float input itself): narrow column tiles
-    (many programs, each streaming its weight rows once) and several K groups per step (more bytes in
-    flight per program). ``candidates`` offers them at M = 1 only: on the H200 at M = 16 every one
-    took 13-60x the tensor-core kernel's GPU time (121-2153 us against 7-35 us), and 2-4x at M = 1,
-    where only an eager call, paying launches on the host, can come out ahead."""
-    def fma(bm, bn, groups, warps, stages=1):
-        return dict(kernel="fma", block_m=bm, block_n=bn, k_groups=groups, group_m=1, num_warps=warps,
+def fma_candidates(*, quick: bool = False) -> list[dict[str, Any]]:
+    """The fma kernel (vector-ALU FMAs, one launch, quantizing float input itself; one row per
+    program): narrow column tiles (many programs, each streaming its weight rows once) and several K
+    groups per step (more bytes in flight per program). ``candidates`` offers them at M = 1 only: on
+    the H200 multi-row tiles took 13-60x the tensor-core kernel's GPU time at M = 16 (121-2153 us
+    against 7-35 us), and even at M = 1 these take 1.5-4x, so only an eager call, which pays its
+    launches on the host, can come out ahead (``tune.search.pick_eager``)."""
+    def fma(bn, groups, warps, stages=1):
+        return dict(kernel="fma", block_m=1, block_n=bn, k_groups=groups, group_m=1, num_warps=warps,
                     num_stages=stages)
 
-    if m <= 1:
-        out = [fma(1, bn, g, 4) for bn in (4, 8, 16, 32) for g in (2, 4, 8)]
-        if not quick:
-            out += [fma(1, 8, 4, 2), fma(1, 16, 4, 8), fma(1, 16, 4, 4, 3), fma(1, 8, 8, 4, 3)]
-        return out
-    bm = min(16, 1 << (m - 1).bit_length())
-    out = [fma(bm, 4, 2, 4), fma(bm, 8, 2, 4), fma(bm, 8, 1, 8)]
+    out = [fma(bn, g, 4) for bn in (4, 8, 16, 32) for g in (2, 4, 8)]
     if not quick:
-        out += [fma(bm, 8, 4, 4), fma(bm, 16, 2, 8)]
-        if bm >= 8:
-            out += [fma(bm // 2, 8, 2, 4), fma(bm // 4, 16, 2, 4)]
+        out += [fma(8, 4, 2), fma(16, 4, 8), fma(16, 4, 4, 3), fma(8, 8, 4, 3)]
     return out
 
 
