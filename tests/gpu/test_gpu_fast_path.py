@@ -215,13 +215,22 @@ def test_bound_gemm_and_fused_quant_capture_in_a_graph():
     eager2 = step().clone()
     graph.replay()
     torch.cuda.synchronize()
-    assert torch.equal(y, eager2) and not torch.equal(eager, eager2)
+    assert not torch.equal(eager, eager2)
+    if getattr(bound, "eager_config", None) is None:
+        assert torch.equal(y, eager2)
+    else:  # the bucket's eager config ran eagerly, its graph config in the capture: the last bits may differ
+        assert_close(y, eager2.double(), 1e-2)
     assert isinstance(bound.config, KernelConfig)
 
 
 @pytest.mark.parametrize("backend", ["auto", "triton", "torch-scaled-mm"])
 @pytest.mark.parametrize("fp8_input", [False, True], ids=["bf16-in", "fp8-in"])
-def test_op_captures_and_compiles(backend, fp8_input):
+def test_op_captures_and_compiles(backend, fp8_input, monkeypatch):
+    """With the tables' eager configs off, a captured call gives the eager call's bits (with them on, a
+    bucket may run another config eagerly: see test_gpu_fma's eager test)."""
+    from rocm_fp8.backends.triton import ENV_EAGER_CONFIGS
+
+    monkeypatch.setenv(ENV_EAGER_CONFIGS, "0")  # read when this fresh weight's buckets are bound
     if backend == "torch-scaled-mm" and (HIP or torch.cuda.get_device_capability()[0] != 9):
         pytest.skip("cuBLASLt blockwise FP8 is used on sm90 only")
     n, k, m = 2048, 3072, 3

@@ -142,7 +142,7 @@ class TritonBackend(Backend):
             from rocm_fp8.kernels.triton_blockscale import bind
 
             cfg = self.config_for(m_bucket, prepared.n, prepared.k)
-            eager = self.eager_config_for(m_bucket, prepared.n, prepared.k)
+            eager = self.eager_config_for(m_bucket, prepared.n, prepared.k) if eager_configs_enabled() else None
             # a table row may name the Gluon sm90 kernel (kernel="gluon_ws2") or the fma kernel:
             # bind() routes to it (Gluon where it can run, else the Triton kernel with the same tile)
             main = bind(prepared.weight, prepared.weight_scale, out_dtype, cfg)
@@ -164,6 +164,7 @@ class TritonBackend(Backend):
         def call(x_q, x_scale):
             return main(x_q, x_scale) if capturing() else fast(x_q, x_scale)
 
+        call.config, call.eager_config = main.config, fast.config  # what runs in a capture / outside one
         return call
 
     def bind_float_input(self, prepared: PreparedWeight, out_dtype, m_bucket: int, fp8_dtype, group_size: int):
@@ -222,6 +223,15 @@ class TritonBackend(Backend):
 
 
 _QUANT_INPUTS = (torch.bfloat16, torch.float16, torch.float32)
+
+#: "0" turns the tables' eager configs off: every call of a bucket runs its graph config, so eager
+#: and captured calls give the same bits (with eager configs on they may differ in the last bits,
+#: another summation order; both pass the accuracy gate). Read when a layer's bucket is bound.
+ENV_EAGER_CONFIGS = "ROCM_FP8_EAGER_CONFIGS"
+
+
+def eager_configs_enabled() -> bool:
+    return os.environ.get(ENV_EAGER_CONFIGS, "1").strip() not in ("0", "false", "no", "off")
 _quant_module = None
 
 
