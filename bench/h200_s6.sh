@@ -4,6 +4,7 @@
 # on that table, then the kernel GPU tests on it (every row's accuracy). Packed into $OUT/s6.tar; the
 # table and the summaries beside it.
 # Usage (device machine, repo root): OUT=/some/dir bash bench/h200_s6.sh
+# (SUITE: the GPU tests to run, default tests/gpu; MS: the M to tune, default "1 16")
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-out}
@@ -15,13 +16,14 @@ trap pack EXIT
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv 2>/dev/null
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
 stamp "gpu suite (peer grids apart)"
-timeout ${T_TESTS:-170} python3 -m pytest -q -p no:cacheprovider tests/gpu -k "not peer_contract" -rfE \
+timeout ${T_TESTS:-170} python3 -m pytest -q -p no:cacheprovider ${SUITE:-tests/gpu} -k "not peer_contract" -rfE \
     --junitxml="$W/gpu-tests-s6-nvidia_h200.xml" > "$W/gpu-tests-s6-nvidia_h200.txt" 2>&1
 echo "rc $?"; grep -E "^(FAILED|ERROR)" "$W/gpu-tests-s6-nvidia_h200.txt" | cut -c1-300 | head; tail -n 1 "$W/gpu-tests-s6-nvidia_h200.txt"
 TABLE=$(python3 -c "import torch; from rocm_fp8.kernel_configs import slug; print(slug(torch.cuda.get_device_name()))").json
 mkdir -p "$W/tables"; cp "src/rocm_fp8/configs/$TABLE" "$W/tables/$TABLE"
-stamp "tune $TABLE at M = 1 and 16"
-timeout ${T_TUNE:-220} python3 -m rocm_fp8.tune --table-shapes "src/rocm_fp8/configs/$TABLE" --m 1 --m 16 \
+MS=${MS:-"1 16"}
+stamp "tune $TABLE at M = $MS"
+timeout ${T_TUNE:-220} python3 -m rocm_fp8.tune --table-shapes "src/rocm_fp8/configs/$TABLE" $(printf -- "--m %s " $MS) \
     --time-budget 0 --speed-output "$W/speed-small-m-nvidia_h200.json" --output "$W/tables/$TABLE" \
     --log "$W/tune-log-small-m.json" > "$W/tune-small-m.txt" 2>&1
 echo "tune rc $?"; grep -E "^N=" "$W/tune-small-m.txt" | cut -c1-200

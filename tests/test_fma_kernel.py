@@ -32,9 +32,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fma(bn, groups, warps=4):
+def fma(bn, groups, warps=4, wide=False):
     return KernelConfig(kernel="fma", block_m=1, block_n=bn, k_groups=groups, group_m=1, num_warps=warps,
-                        num_stages=1).validate()
+                        num_stages=1, frame=wide).validate()
 
 
 @pytest.mark.slow
@@ -74,6 +74,8 @@ CASES = [  # (M, N, K, config)
     (3, 200, 256, fma(8, 1)),       # odd M (one program row each), one group per step
     (9, 72, 384, fma(4, 8)),        # 8 groups per step (past K: zeros)
     (5, 64, 336, fma(32, 4)),       # K = 2*128 + 80
+    (1, 136, 208, fma(16, 2, wide=True)),   # the wide accumulator, a partial N tile and K group
+    (7, 200, 3884 - 3456, fma(8, 4, wide=True)),  # K = 428: 3 groups and a partial one, in one step
 ]
 
 
@@ -87,9 +89,10 @@ def test_interp_fp8_input_matches_reference(interp, fp8, m, n, k, cfg):
     assert_close(y, reference_linear(*ops), 1e-2)
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
 @pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
-def test_interp_float_input_is_quant_kernel_then_fp8_bit_for_bit(interp, fp8, in_dtype):
+def test_interp_float_input_is_quant_kernel_then_fp8_bit_for_bit(interp, fp8, in_dtype, wide):
     """Quantizing in the kernel gives the fused quant kernel's FP8 values and scales: the float-input
     launch equals quantize_fp8 followed by the FP8-input launch, bit for bit (fp32 output)."""
     from rocm_fp8.kernels.quant_fp8 import quantize_fp8
@@ -99,7 +102,7 @@ def test_interp_float_input_is_quant_kernel_then_fp8_bit_for_bit(interp, fp8, in
     x = (torch.randn(m, k, generator=g) * 3).to(in_dtype)
     x[1, 5] = -0.0
     _, _, w_q, w_s = operands(m, n, k, fp8, seed=8)
-    bound = interp.BoundFma(w_q, w_s, torch.float32, fma(16, 2))
+    bound = interp.BoundFma(w_q, w_s, torch.float32, fma(16, 2, wide=wide))
     with torch.inference_mode():
         y = bound.float_input(x)
         x_q, x_s = quantize_fp8(x, fp8)
@@ -165,6 +168,8 @@ def test_config_validation_names_the_field():
         KernelConfig(kernel="fma", block_m=1, block_n=256, k_groups=2).validate()
     with pytest.raises(ValueError, match="split_k"):
         KernelConfig(kernel="fma", block_m=1, block_n=16, k_groups=2, split_k=2).validate()
+    with pytest.raises(ValueError, match="persistent"):
+        KernelConfig(kernel="fma", block_m=1, block_n=16, k_groups=2, persistent=True).validate()
     with pytest.raises(ValueError, match="k_groups"):
         KernelConfig(block_m=16, block_n=64, k_groups=2).validate()
     cfg = fma(8, 4)

@@ -58,7 +58,7 @@ def run(ops, cfg, out_dtype=torch.bfloat16):
 
 
 def _ids(cands):
-    return ["bm{block_m}-bn{block_n}-g{k_groups}-w{num_warps}-s{num_stages}".format(**c) for c in cands]
+    return ["bm{block_m}-bn{block_n}-g{k_groups}-w{num_warps}-s{num_stages}-f{frame:d}".format(**c) for c in cands]
 
 
 @pytest.mark.parametrize("cfg", fma_candidates(), ids=_ids(fma_candidates()))
@@ -76,15 +76,20 @@ def test_several_rows_pass_the_gate(cfg, m, n, k):
     gate(run(ops, KernelConfig.from_dict(cfg)), reference_linear(*ops))
 
 
+#: one config of each accumulator form
+FORMS = {"narrow": fma_candidates()[1], "wide": next(c for c in fma_candidates() if c["frame"])}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("m,n,k", [(1, 2048, 3072), (3, 200, 3884), (16, 2112, 7168)])
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
-def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype):
+def test_float_input_equals_quant_kernel_then_fp8(m, n, k, in_dtype, form):
     """Bit for bit (fp32 output): the kernel's own quantization is the fused quant kernel's. K = 3884
     ends in a partial group; N = 200 in a partial tile."""
     gen = torch.Generator(device="cuda").manual_seed(m * 31 + k)
     x = (torch.randn(m, k, device="cuda", generator=gen) * 4).to(in_dtype)
     _, _, w_q, w_s = operands(m, n, k, seed=m + 1)
-    cfg = KernelConfig.from_dict(fma_candidates()[1])
+    cfg = KernelConfig.from_dict(FORMS[form])
     bound = BoundFma(w_q, w_s, torch.float32, cfg)
     with torch.inference_mode():
         for _ in range(3):  # JIT launch, then the warmed direct launches

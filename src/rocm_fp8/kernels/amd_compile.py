@@ -223,7 +223,7 @@ def compile_fma(config, arch: str, n: int, k: int, *, quant: bool, fp8: Optional
                 opts[key] = getattr(cfg, key)
     return _compile_like_launch(fma_gemm_kernel, arch, args,
                                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUPS=cfg.k_groups, QUANT_A=quant,
-                                     FNUZ=fp8_name == "e4m3fnuz", RECIPROCAL=True, **opts))
+                                     FNUZ=fp8_name == "e4m3fnuz", RECIPROCAL=True, WIDE=cfg.frame, **opts))
 
 
 @functools.lru_cache(maxsize=None)

@@ -184,9 +184,11 @@ def splitk_reduce(ws_ptr, c_ptr, M, N, stride_cm, stride_cn,
 @triton.jit
 def _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, g, K, KB,
                stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk,
-               BLOCK_M: tl.constexpr, QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
-    """One 128-wide K group: ``acc [BM, BN] += (sum_k xq * wq) * (x_scale * w_scale)``. A group past
-    K (the last step's tail) loads zeros and reads the last group's scales, adding 0."""
+               BLOCK_M: tl.constexpr, QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr,
+               WIDE: tl.constexpr):
+    """One 128-wide K group: ``acc [BM, BN] += (sum_k xq * wq) * (x_scale * w_scale)``, or with
+    ``WIDE`` ``acc [BN, 128] += xq * wq * (x_scale * w_scale)`` (summed across K once, at the end). A
+    group past K (the last step's tail) loads zeros and reads the last group's scales, adding 0."""
     g = tl.minimum(g, KB - 1)
     k_ok = kk < K
     w = tl.load(w_ptr + cols[:, None] * stride_wn + kk[None, :], mask=k_ok[None, :], other=0.0)
@@ -200,15 +202,19 @@ def _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, g, K, KB,
         xs = tl.load(xs_ptr + rows * stride_sm + g * stride_sk)
     wsc = tl.load(ws_ptr + (cols // 128) * stride_wsn + g * stride_wsk)
     # one row: a 2-D product in the weight tile's own layout
-    part = tl.sum(w.to(tl.float32) * xf, axis=1)[None, :]
-    return acc + part * (xs[:, None] * wsc[None, :])
+    if WIDE:
+        acc = acc + (w.to(tl.float32) * xf) * (xs * wsc)[:, None]
+    else:
+        part = tl.sum(w.to(tl.float32) * xf, axis=1)[None, :]
+        acc = acc + part * (xs[:, None] * wsc[None, :])
+    return acc
 
 
 @triton.jit(do_not_specialize=["M", "stride_xm", "stride_sm", "stride_sk"])
 def fma_gemm_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, c_ptr, M, N, K,
                     stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk, stride_cm,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
-                    QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr):
+                    QUANT_A: tl.constexpr, FNUZ: tl.constexpr, RECIPROCAL: tl.constexpr, WIDE: tl.constexpr):
     """``c [M, N] = x [M, K] @ w [N, K]^T`` with FP32 FMAs on the vector units, for M of a few rows.
 
     At decode M the tensor cores idle anyway: the GEMM streams the weight once, and what an eager
@@ -218,7 +224,9 @@ def fma_gemm_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, c_ptr, M, N, K,
     split-K reduction: each program owns one row's ``BLOCK_N`` outputs over all of K, walking K
     ``GROUPS`` groups per step (the loads of one step are issued together). Per group the products
     are summed in fp32 and scaled once, as the tensor-core kernel does. A partial last group is
-    masked (zeros), columns past N are wrapped onto valid ones and dropped at the store.
+    masked (zeros), columns past N are wrapped onto valid ones and dropped at the store. ``WIDE``
+    (``KernelConfig.frame`` of an fma config) keeps a ``BLOCK_N x 128`` accumulator of scaled
+    products instead and sums it across K once at the end: no cross-lane reduction per group.
 
     One row per program (``BLOCK_M`` must be 1): tiles of several rows (a 3-D product) were correct
     for FP8 input but returned wrong rows on the H200 when quantizing in the kernel, while exact
@@ -232,12 +240,17 @@ def fma_gemm_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, c_ptr, M, N, K,
     rows = offs_m % M
     cols = offs_n % N
     KB = tl.cdiv(K, 128)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if WIDE:
+        acc = tl.zeros((BLOCK_N, 128), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, GROUPS * 128):
         for j in tl.static_range(GROUPS):
             kk = k0 + j * 128 + tl.arange(0, 128)
             acc = _fma_group(acc, x_ptr, xs_ptr, w_ptr, ws_ptr, rows, cols, kk, k0 // 128 + j, K, KB,
                              stride_xm, stride_sm, stride_sk, stride_wn, stride_wsn, stride_wsk,
-                             BLOCK_M, QUANT_A, FNUZ, RECIPROCAL)
+                             BLOCK_M, QUANT_A, FNUZ, RECIPROCAL, WIDE)
+    if WIDE:
+        acc = tl.sum(acc, axis=1)[None, :]
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)

@@ -117,10 +117,9 @@ class KernelConfig:
                 raise ValueError(f"config.block_n: the fma kernel takes a power of two in [2, 128], got {self.block_n}")
             if self.k_groups not in (1, 2, 4, 8):
                 raise ValueError(f"config.k_groups: the fma kernel takes 1, 2, 4 or 8, got {self.k_groups!r}")
-            if self.split_k != 1 or self.persistent or self.tma or self.frame:
-                raise ValueError("config: the fma kernel takes split_k 1 and no persistent/tma/frame, got "
-                                 f"split_k {self.split_k}, persistent {self.persistent}, tma {self.tma}, "
-                                 f"frame {self.frame}")
+            if self.split_k != 1 or self.persistent or self.tma:
+                raise ValueError("config: the fma kernel takes split_k 1 and no persistent/tma, got "
+                                 f"split_k {self.split_k}, persistent {self.persistent}, tma {self.tma}")
             if not pow2(self.num_warps) or self.num_stages < 1:
                 raise ValueError(f"config.num_warps/num_stages: expected a power of two and >= 1, got "
                                  f"{self.num_warps}/{self.num_stages}")
@@ -189,7 +188,8 @@ class KernelConfig:
 
 #: KernelConfig.kernel of the small-M kernel without tensor cores (blockscale_jit.fma_gemm_kernel):
 #: one launch for FP8 and float input alike, no split-K; one row x ``block_n`` columns per program
-#: (``block_m`` 1), ``k_groups`` 128-wide K groups per step. Runs wherever the Triton kernel does.
+#: (``block_m`` 1), ``k_groups`` 128-wide K groups per step; ``frame`` there keeps a wide accumulator of
+#: scaled products, summed across K once at the end. Runs wherever the Triton kernel does.
 FMA_KERNEL = "fma"
 
 #: KernelConfig.kernel values -> the Gluon kernel's variant (kernels/gluon_sm90.py)
@@ -410,7 +410,7 @@ def launch_fma(x, x_scale, w_q, w_scale, out, cfg: KernelConfig):
         x.stride(0), 0 if quant else x_scale.stride(0), 0 if quant else x_scale.stride(1),
         w_q.stride(0), w_scale.stride(0), w_scale.stride(1), out.stride(0),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUPS=cfg.k_groups, QUANT_A=quant,
-        FNUZ=w_q.dtype == torch.float8_e4m3fnuz, RECIPROCAL=x.is_cuda,
+        FNUZ=w_q.dtype == torch.float8_e4m3fnuz, RECIPROCAL=x.is_cuda, WIDE=cfg.frame,
         **_compiler_options(cfg, x.device))
 
 
@@ -612,7 +612,8 @@ class BoundFma:
         self._w_strides = (w_q.stride(0), w_scale.stride(0), w_scale.stride(1), n)
         fnuz = w_q.dtype == torch.float8_e4m3fnuz
         on_gpu = dev.type == "cuda"
-        self._constexprs = {q: (config.block_m, config.block_n, config.k_groups, q, fnuz, on_gpu) for q in (False, True)}
+        self._constexprs = {q: (config.block_m, config.block_n, config.k_groups, q, fnuz, on_gpu, config.frame)
+                            for q in (False, True)}
         self._hooks_idle = fast_launch.hooks_idle
         self._stream = fast_launch.stream_getter() if on_gpu else None
         self._warm = fast_launch.warm

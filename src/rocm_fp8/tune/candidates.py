@@ -112,13 +112,17 @@ def fma_candidates(*, quick: bool = False) -> list[dict[str, Any]]:
     the H200 multi-row tiles took 13-60x the tensor-core kernel's GPU time at M = 16 (121-2153 us
     against 7-35 us), and even at M = 1 these take 1.5-4x, so only an eager call, which pays its
     launches on the host, can come out ahead (``tune.search.pick_eager``)."""
-    def fma(bn, groups, warps, stages=1):
+    def fma(bn, groups, warps, stages=1, wide=False):
         return dict(kernel="fma", block_m=1, block_n=bn, k_groups=groups, group_m=1, num_warps=warps,
-                    num_stages=stages)
+                    num_stages=stages, frame=wide)
 
     out = [fma(bn, g, 4) for bn in (4, 8, 16, 32) for g in (2, 4, 8)]
     if not quick:
         out += [fma(8, 4, 2), fma(16, 4, 8), fma(16, 4, 4, 3), fma(8, 8, 4, 3)]
+    # the wide accumulator (session 6, after the first H200 tune: the per-group cross-lane sums cost
+    # more than the weight stream): one sum across K at the end
+    out += [fma(bn, g, w, wide=True) for bn, g, w in ((4, 8, 4), (8, 4, 4), (8, 8, 4), (16, 4, 8), (16, 2, 4),
+                                                       (32, 2, 8))]
     return out
 
 
