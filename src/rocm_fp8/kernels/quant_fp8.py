@@ -129,11 +129,22 @@ _launches: dict[tuple, _QuantLaunch] = {}
 
 #: M up to which ``scratch=True`` reuses buffers (decode-sized activations: a few KiB each)
 SCRATCH_MAX_M = 64
-# (device, stream, thread, fp8 dtype, rows, cols, group, layout) -> (x_q, x_scale) reused by scratch calls
+# (caller, device, stream, thread, fp8 dtype, rows, cols, groups, layout) -> (x_q, x_scale) of scratch calls
 _scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _outputs(mp: int, kp: int, n_groups: int, fp8_dtype, col: bool, dev) -> tuple[torch.Tensor, torch.Tensor]:
+def _outputs(mp: int, kp: int, n_groups: int, fp8_dtype, col: bool, dev, scratch: bool = False,
+             tag: str = "quant") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_q [mp, kp] fp8, x_scale [mp, n_groups] fp32, M-contiguous if col)``: fresh tensors, or with
+    ``scratch`` (on a GPU, mp <= SCRATCH_MAX_M, outside a graph capture) the buffers kept for this
+    (caller tag, device, stream, thread, shape), made on first use."""
+    if scratch and dev.type == "cuda" and 0 < mp <= SCRATCH_MAX_M and not torch.cuda.is_current_stream_capturing():
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        key = (tag, index, fast_launch.stream_getter()(index), threading.get_ident(), fp8_dtype, mp, kp, n_groups, col)
+        outs = _scratch.get(key)
+        if outs is None:
+            outs = _scratch[key] = _outputs(mp, kp, n_groups, fp8_dtype, col, dev)
+        return outs
     x_q = torch.empty((mp, kp), dtype=fp8_dtype, device=dev)
     if col:
         x_scale = torch.empty((n_groups, mp), dtype=torch.float32, device=dev).t()
@@ -177,15 +188,7 @@ def quantize_fp8(x: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn, 
     dev = x.device
     n_groups = -(-kp // group_size)
     sm, sg = (1, mp) if col else (n_groups, 1)
-    if scratch and on_gpu and 0 < mp <= SCRATCH_MAX_M and not torch.cuda.is_current_stream_capturing():
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        skey = (index, fast_launch.stream_getter()(index), threading.get_ident(), fp8_dtype, mp, kp, group_size, col)
-        outs = _scratch.get(skey)
-        if outs is None:
-            outs = _scratch[skey] = _outputs(mp, kp, n_groups, fp8_dtype, col, dev)
-        x_q, x_scale = outs
-    else:
-        x_q, x_scale = _outputs(mp, kp, n_groups, fp8_dtype, col, dev)
+    x_q, x_scale = _outputs(mp, kp, n_groups, fp8_dtype, col, dev, scratch)
     if mp == 0:
         return x_q, x_scale
     grid_y = -(-n_groups // launch.groups_per_program)
@@ -233,16 +236,7 @@ def pad_fp8(x_q: torch.Tensor, x_scale: torch.Tensor, rows: int, cols: int,
     m, k = x_q.shape
     dev = x_q.device
     n_groups = -(-cols // group_size)
-    if scratch and x_q.is_cuda and 0 < rows <= SCRATCH_MAX_M and not torch.cuda.is_current_stream_capturing():
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        skey = ("pad", index, fast_launch.stream_getter()(index), threading.get_ident(), x_q.dtype, rows, cols,
-                group_size)
-        outs = _scratch.get(skey)
-        if outs is None:
-            outs = _scratch[skey] = _outputs(rows, cols, n_groups, x_q.dtype, True, dev)
-        out, scale = outs
-    else:
-        out, scale = _outputs(rows, cols, n_groups, x_q.dtype, True, dev)
+    out, scale = _outputs(rows, cols, n_groups, x_q.dtype, True, dev, scratch, "pad")
     if rows == 0:
         return out, scale
     groups_per_program = 1 if n_groups == 1 else 2 if n_groups == 2 else 4
