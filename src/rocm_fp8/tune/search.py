@@ -3,6 +3,7 @@ best accurate one; cuBLASLt blockwise FP8 (``torch-scaled-mm``) is measured besi
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional, Sequence
 
 from rocm_fp8.backends.torch_scaled_mm import TorchScaledMMBackend, scaled_mm_blockwise
@@ -49,8 +50,6 @@ def eager_us(fns, rounds: int = 20) -> float:
     """Wall time per call of back-to-back calls cycling through ``fns``, the final synchronize
     included: the host's launch time where it dominates, the GPU's where that does (what an eager
     caller waits on per call). The minimum over 5 runs."""
-    import time
-
     import torch
 
     for f in fns:
